@@ -1,0 +1,305 @@
+//! The strict JSON layer of contract v1: one object per line, every key once.
+//!
+//! serde_json already refuses `NaN`, `Infinity`, trailing garbage and unpaired
+//! surrogate escapes, but it keeps the last of two equal keys. A gateway that
+//! let `{"pin_ok": false, "pin_ok": true}` through would decide on whichever
+//! copy its parser happened to keep while an upstream log showed the other, so
+//! repeated keys are refused here, at every depth. Values are borrowed from the
+//! line where no escape forces a copy: this is the hot path of replay.
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
+
+/// A top-level value as the contract sees it: strings and booleans are the
+/// only values a field may take; everything else is kept only as "other" so
+/// that the field can be named in an `invalid_value` error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Raw<'a> {
+    Null,
+    Bool(bool),
+    Str(Cow<'a, str>),
+    /// A number, an array or an object.
+    Other(&'static str),
+}
+
+/// A parsed line: its keys in order with their values.
+#[derive(Debug, Default)]
+pub struct RawObject<'a> {
+    pub entries: Vec<(Cow<'a, str>, Raw<'a>)>,
+}
+
+/// Why a line is not a usable object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonError {
+    /// Not JSON, or JSON but not an object (the message says which).
+    Bad(String),
+    /// An object (at any depth) repeats a key.
+    DuplicateKey(String),
+}
+
+/// Parses one line into its top-level entries.
+pub fn parse_object(line: &str) -> Result<RawObject<'_>, JsonError> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    let mut dup: Option<String> = None;
+    let parsed = de.deserialize_any(TopVisitor { dup: &mut dup });
+    let obj = match parsed {
+        Ok(obj) => obj,
+        Err(e) => return Err(JsonError::Bad(e.to_string())),
+    };
+    if let Err(e) = de.end() {
+        return Err(JsonError::Bad(e.to_string()));
+    }
+    match (obj, dup) {
+        (_, Some(key)) => Err(JsonError::DuplicateKey(key)),
+        (Some(obj), None) => Ok(obj),
+        (None, None) => Err(JsonError::Bad("the line is JSON but not an object".into())),
+    }
+}
+
+struct TopVisitor<'d> {
+    dup: &'d mut Option<String>,
+}
+
+impl<'de> Visitor<'de> for TopVisitor<'_> {
+    /// `None` when the line is valid JSON but not an object.
+    type Value = Option<RawObject<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut obj = RawObject {
+            entries: Vec::with_capacity(8),
+        };
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            let value = map.next_value_seed(ValueSeed { dup: self.dup })?;
+            if self.dup.is_none() && obj.entries.iter().any(|(k, _)| *k == key.0) {
+                *self.dup = Some(key.0.clone().into_owned());
+            }
+            obj.entries.push((key.0, value));
+        }
+        Ok(Some(obj))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element_seed(NestedSeed { dup: self.dup })?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// A string borrowed from the input when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A top-level field value.
+struct ValueSeed<'d> {
+    dup: &'d mut Option<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Raw<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Raw<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Raw<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Raw<'de>, E> {
+        Ok(Raw::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Raw<'de>, E> {
+        Ok(Raw::Bool(v))
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(v)))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Raw<'de>, E> {
+        Ok(Raw::Other("a number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Raw<'de>, E> {
+        Ok(Raw::Other("a number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Raw<'de>, E> {
+        Ok(Raw::Other("a number"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw<'de>, A::Error> {
+        while seq.next_element_seed(NestedSeed { dup: self.dup })?.is_some() {}
+        Ok(Raw::Other("an array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Raw<'de>, A::Error> {
+        NestedSeed { dup: self.dup }.visit_map(map)?;
+        Ok(Raw::Other("an object"))
+    }
+}
+
+/// Any nested value: only walked, to find repeated keys inside it.
+struct NestedSeed<'d> {
+    dup: &'d mut Option<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for NestedSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NestedSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(NestedSeed { dup: self.dup })?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            map.next_value_seed(NestedSeed { dup: self.dup })?;
+            if self.dup.is_none() && keys.contains(&key.0) {
+                *self.dup = Some(key.0.clone().into_owned());
+            }
+            keys.push(key.0);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(s: &str) -> bool {
+        matches!(parse_object(s), Err(JsonError::Bad(_)))
+    }
+
+    #[test]
+    fn objects_parse_and_borrow() {
+        let o = parse_object(r#"{"a":"x","b":true,"c":null,"d":1,"e":[1],"f":{}}"#).unwrap();
+        assert_eq!(o.entries.len(), 6);
+        assert!(matches!(o.entries[0].1, Raw::Str(Cow::Borrowed("x"))));
+        assert_eq!(o.entries[1].1, Raw::Bool(true));
+        assert_eq!(o.entries[2].1, Raw::Null);
+        assert_eq!(o.entries[3].1, Raw::Other("a number"));
+        assert_eq!(o.entries[4].1, Raw::Other("an array"));
+        assert_eq!(o.entries[5].1, Raw::Other("an object"));
+    }
+
+    #[test]
+    fn not_objects_are_bad_json() {
+        for s in [
+            "", "x", "[]", "1", "\"s\"", "null", "true", "{", "{}x", "{\"a\":NaN}",
+            "{\"a\":Infinity}", "{\"a\":-Infinity}", r#"{"a":"\ud800"}"#, r#"{"a":"\udc00x"}"#,
+            "{\"a\":1,}", "{'a':1}",
+        ] {
+            assert!(bad(s), "{s:?} should be bad_json");
+        }
+    }
+
+    #[test]
+    fn paired_surrogates_are_fine() {
+        let o = parse_object(r#"{"a":"\ud83d\ude00"}"#).unwrap();
+        assert_eq!(o.entries[0].1, Raw::Str(Cow::Owned("😀".into())));
+    }
+
+    #[test]
+    fn repeated_keys_at_any_depth() {
+        assert_eq!(
+            parse_object(r#"{"a":1,"a":2}"#).unwrap_err(),
+            JsonError::DuplicateKey("a".into())
+        );
+        assert_eq!(
+            parse_object(r#"{"a":null,"a":null}"#).unwrap_err(),
+            JsonError::DuplicateKey("a".into())
+        );
+        assert_eq!(
+            parse_object(r#"{"x":{"b":1,"b":2}}"#).unwrap_err(),
+            JsonError::DuplicateKey("b".into())
+        );
+        assert_eq!(
+            parse_object(r#"{"x":[{"b":1,"b":2}]}"#).unwrap_err(),
+            JsonError::DuplicateKey("b".into())
+        );
+        // An escaped spelling of the same key is the same key.
+        assert_eq!(
+            parse_object(r#"{"a":1,"\u0061":2}"#).unwrap_err(),
+            JsonError::DuplicateKey("a".into())
+        );
+    }
+
+    #[test]
+    fn syntax_errors_win_over_repeated_keys() {
+        assert!(bad(r#"{"a":1,"a":2"#));
+    }
+}

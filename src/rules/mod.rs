@@ -1,0 +1,286 @@
+//! The rules language that fraud teams write: lexer, parser, type checker and
+//! compiler, with a limit on everything an analyst controls.
+//!
+//! A ruleset compiles once at load into [`CompiledRules`]: typed condition
+//! trees plus the history plan they imply (which events to keep per line,
+//! account, agent, device or store, and for how long). No rule needs state
+//! written for it in Rust. `docs/rules.md` is the language reference.
+//!
+//! # Untrusted input
+//! Rules files are written by people, so compilation never panics: every
+//! error names the file, line and column, says what is wrong and gives a hint.
+//! The limits in [`Limits`] bound source size, rule count, nesting depth,
+//! set sizes, windows and the history each entity keeps.
+
+mod compile;
+mod lexer;
+mod parser;
+pub mod program;
+
+pub use lexer::Pos;
+pub use program::*;
+use std::fmt;
+
+/// The ruleset built into the binary (the same file fraud teams copy and edit).
+pub const DEFAULT_RULES: &str = include_str!("../../rules/default.rules");
+
+/// Limits on what a ruleset may ask for. Each is named with its unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of rules source.
+    pub source_bytes_max: usize,
+    /// Rules in one ruleset.
+    pub rules_max: usize,
+    /// Nesting levels of a condition (parentheses, `not`, function calls).
+    pub expr_depth_max: usize,
+    /// Constants in one `[...]` set.
+    pub set_items_max: usize,
+    /// Declared lists.
+    pub lists_max: usize,
+    /// Values in one list (files and `list_add` together).
+    pub list_items_max: usize,
+    /// Days of the longest window.
+    pub window_max_days: u32,
+    /// Distinct history series (equal queries share one).
+    pub series_max: usize,
+    /// Events kept per entity in one windowed series; older ones are dropped
+    /// first (counts saturate at this number).
+    pub series_items_max: usize,
+    /// Values kept per entity in one `ever` set; the oldest is forgotten first,
+    /// which errs toward holding (a forgotten device looks new).
+    pub ever_items_max: usize,
+    /// Characters in a name.
+    pub name_chars_max: usize,
+    /// Characters in a description.
+    pub description_chars_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            source_bytes_max: 1 << 20,
+            rules_max: 256,
+            expr_depth_max: 32,
+            set_items_max: 64,
+            lists_max: 64,
+            list_items_max: 1_000_000,
+            window_max_days: 400,
+            series_max: 256,
+            series_items_max: 1024,
+            ever_items_max: 64,
+            name_chars_max: 64,
+            description_chars_max: 1024,
+        }
+    }
+}
+
+impl Limits {
+    pub fn window_max_nanos(&self) -> i128 {
+        i128::from(self.window_max_days) * 86_400 * 1_000_000_000
+    }
+}
+
+/// A compile error: where, what, and a hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub file: String,
+    pub pos: Pos,
+    pub message: String,
+    pub hint: String,
+}
+
+impl RuleError {
+    pub fn at(pos: Pos, message: String, hint: &str) -> Self {
+        RuleError {
+            file: String::new(),
+            pos,
+            message,
+            hint: hint.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.pos.line, self.pos.col, self.message
+        )?;
+        if !self.hint.is_empty() {
+            write!(f, "\n  hint: {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// A ruleset ready to decide: rules in file order plus the history plan.
+#[derive(Debug, Clone)]
+pub struct CompiledRules {
+    pub label: String,
+    /// The first 16 hex digits of the source's SHA-256: names this exact version.
+    pub hash: String,
+    pub rules: Vec<Rule>,
+    pub series: Vec<Series>,
+    pub queries: Vec<Query>,
+    pub lists: Vec<ListDecl>,
+    /// Verification method names, indexed by [`Rule::verify`].
+    pub methods: Vec<String>,
+    /// The series of IMEIs seen per line, when a rule reads `new_device`.
+    pub devices: Option<u16>,
+    /// For each history kind, the series that record it.
+    pub by_kind: Vec<Vec<u16>>,
+    pub limits: Limits,
+}
+
+impl CompiledRules {
+    /// Compiles `src`; `file` names it in errors, and its stem is the label
+    /// when the file has no `ruleset "label"` line.
+    pub fn compile(file: &str, src: &str, limits: &Limits) -> Result<CompiledRules, Vec<RuleError>> {
+        let named = |mut e: RuleError| {
+            e.file = file.to_string();
+            e
+        };
+        if src.len() > limits.source_bytes_max {
+            return Err(vec![named(RuleError::at(
+                Pos { line: 1, col: 1 },
+                format!(
+                    "the file is {} bytes, over source_bytes_max ({})",
+                    src.len(),
+                    limits.source_bytes_max
+                ),
+                "split it or remove unused rules",
+            ))]);
+        }
+        let toks = lexer::lex(src, limits).map_err(|e| vec![named(e)])?;
+        let ast = parser::Parser::new(&toks, limits)
+            .file()
+            .map_err(|e| vec![named(e)])?;
+        let built =
+            compile::compile(&ast, limits).map_err(|es| es.into_iter().map(named).collect::<Vec<_>>())?;
+        let mut by_kind = vec![Vec::new(); HKind::COUNT];
+        for (i, s) in built.series.iter().enumerate() {
+            for (k, list) in by_kind.iter_mut().enumerate() {
+                if s.kinds.contains(HKind(k as u8)) {
+                    list.push(i as u16);
+                }
+            }
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, src.as_bytes());
+        let hash = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let label = ast.label.unwrap_or_else(|| {
+            std::path::Path::new(file)
+                .file_stem()
+                .map_or_else(|| file.to_string(), |s| s.to_string_lossy().into_owned())
+        });
+        Ok(CompiledRules {
+            label,
+            hash,
+            rules: built.rules,
+            series: built.series,
+            queries: built.queries,
+            lists: built.lists,
+            methods: built.methods,
+            devices: built.devices,
+            by_kind,
+            limits: limits.clone(),
+        })
+    }
+
+    /// The built-in default ruleset.
+    pub fn default_rules() -> CompiledRules {
+        // Invariant: the shipped file compiles; `default_ruleset_compiles` tests it.
+        CompiledRules::compile("default.rules", DEFAULT_RULES, &Limits::default())
+            .expect("the built-in default ruleset compiles")
+    }
+
+    /// The longest window any series keeps: older windowed history can go.
+    pub fn longest_window(&self) -> i128 {
+        self.series
+            .iter()
+            .filter_map(|s| match s.keep {
+                Keep::Window(w) => Some(w),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A one-line summary for `rules check`.
+    pub fn summary(&self) -> String {
+        let count = |a: Action| self.rules.iter().filter(|r| r.action == a && !r.shadow).count();
+        format!(
+            "ok: ruleset {:?} ({}): {} rules ({} deny, {} hold, {} allow, {} shadow), {} history series, {} lists, longest window {}d",
+            self.label,
+            self.hash,
+            self.rules.len(),
+            count(Action::Deny),
+            count(Action::Hold),
+            count(Action::Allow),
+            self.rules.iter().filter(|r| r.shadow).count(),
+            self.series.len(),
+            self.lists.len(),
+            self.longest_window() / 86_400_000_000_000,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(src: &str) -> RuleError {
+        CompiledRules::compile("t.rules", src, &Limits::default())
+            .unwrap_err()
+            .remove(0)
+    }
+
+    #[test]
+    fn default_ruleset_compiles() {
+        let r = CompiledRules::default_rules();
+        assert_eq!(r.rules.len(), 13);
+        assert_eq!(r.label, "default");
+    }
+
+    #[test]
+    fn errors_have_positions_and_hints() {
+        let e = err("rule a deny when bogus == 1");
+        assert_eq!((e.pos.line, e.pos.col), (1, 18));
+        assert!(e.message.contains("unknown field bogus"), "{e}");
+        let e = err("rule a deny\n  when count(auth_failure on account within 500d) >= 1");
+        assert_eq!(e.pos.line, 2);
+        assert!(e.message.contains("window_max"), "{e}");
+        let e = err("rule a deny when kind is swap");
+        assert!(e.message.contains("swap is not an event kind"), "{e}");
+        let e = err("rule a deny when count(auth_failure on line within 1h) >= 1");
+        assert!(e.message.contains("never recorded on line"), "{e}");
+        let e = err("rule a deny when channel >= 3");
+        assert!(e.message.contains("cannot compare"), "{e}");
+        let e = err("rule a deny when frob(auth_failure on account within 1h)");
+        assert!(e.message.contains("unknown function"), "{e}");
+        let e = err("rule a deny when imei in list nope");
+        assert!(e.message.contains("unknown list nope"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let src = format!("rule a deny when {}true{}", "(".repeat(100_000), ")".repeat(100_000));
+        let e = err(&src);
+        assert!(e.message.contains("expr_depth_max"), "{e}");
+        let src = format!("rule a deny when {}true", "not ".repeat(100_000));
+        assert!(err(&src).message.contains("expr_depth_max"));
+    }
+
+    #[test]
+    fn equal_queries_share_a_series_with_the_longest_window() {
+        let r = CompiledRules::compile(
+            "t.rules",
+            "rule a deny when count(fraud_report on account within 1h) >= 1\n\
+             rule b deny when exists(fraud_report on account within 2d)",
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(r.series.len(), 1);
+        assert_eq!(r.series[0].keep, Keep::Window(2 * 86_400 * 1_000_000_000));
+    }
+}
