@@ -2,12 +2,22 @@
 //!
 //! Module map (see `ARCHITECTURE.md` for the invariants):
 //! - [`contract`]: contract v1 events, identifiers, RFC 3339 times, error codes.
-//! - [`rules`]: the rules language and its compiler (sans-IO).
-//! - [`history`]: per-entity history the compiled rules ask for (sans-IO).
-//! - [`engine`]: decisions, holds, idempotency (sans-IO: time is a parameter).
+//!   Everything past it holds typed, valid values.
+//! - [`rules`]: the rules language: lexer, parser, type checker, compiler to
+//!   condition trees plus the history plan they need (sans-IO).
+//! - [`history`]: per-entity history the compiled rules ask for, the
+//!   expected-IMSI state of each line, lists (sans-IO).
+//! - [`engine`]: decisions, holds and verification, idempotent retries
+//!   (sans-IO: time is a parameter, no I/O, no randomness, no tasks).
 //! - [`replay`]: `portcullis replay`, the engine over a file of events.
-//! - [`gen`]: deterministic synthetic carrier traffic.
+//! - [`traffic`]: deterministic synthetic carrier traffic.
+//! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod contract;
+pub mod engine;
+pub mod traffic;
+pub mod history;
+pub mod replay;
 pub mod rules;

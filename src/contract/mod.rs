@@ -265,6 +265,63 @@ impl Event {
         out
     }
 
+    /// Writes the event as one contract v1 JSON line (with a trailing newline).
+    pub fn write_json(&self, buf: &mut Vec<u8>) {
+        fn key(buf: &mut Vec<u8>, first: &mut bool, k: &str) {
+            buf.extend_from_slice(if *first { b"{\"" } else { b",\"" });
+            *first = false;
+            buf.extend_from_slice(k.as_bytes());
+            buf.extend_from_slice(b"\":");
+        }
+        fn text(buf: &mut Vec<u8>, first: &mut bool, k: &str, v: &str) {
+            key(buf, first, k);
+            crate::replay::json_str(buf, v);
+        }
+        let mut first = true;
+        let f = &mut first;
+        if let Some(v) = &self.id {
+            text(buf, f, "id", v);
+        }
+        text(buf, f, "kind", self.kind.as_str());
+        if let Some(v) = self.at {
+            text(buf, f, "at", &v.to_rfc3339_utc());
+        }
+        // Identifiers, tokens and enumerations never need escaping.
+        fn plain(buf: &mut Vec<u8>, first: &mut bool, k: &str, v: Option<&dyn fmt::Display>) {
+            use std::io::Write as _;
+            if let Some(v) = v {
+                key(buf, first, k);
+                // Writing to a Vec cannot fail.
+                let _ = write!(buf, "\"{v}\"");
+            }
+        }
+        plain(buf, f, "msisdn", self.msisdn.as_ref().map(|v| v as _));
+        plain(buf, f, "account", self.account.as_ref().map(|v| v as _));
+        plain(buf, f, "iccid", self.iccid.as_ref().map(|v| v as _));
+        plain(buf, f, "eid", self.eid.as_ref().map(|v| v as _));
+        plain(buf, f, "imsi", self.imsi.as_ref().map(|v| v as _));
+        plain(buf, f, "imei", self.imei.as_ref().map(|v| v as _));
+        plain(buf, f, "recipient", self.recipient.as_ref().map(|v| v as _));
+        plain(buf, f, "channel", self.channel.as_ref().map(|v| v as _));
+        plain(buf, f, "agent", self.agent.as_ref().map(|v| v as _));
+        plain(buf, f, "store", self.store.as_ref().map(|v| v as _));
+        plain(buf, f, "change", self.change.as_ref().map(|v| v as _));
+        plain(buf, f, "scope", self.scope.as_ref().map(|v| v as _));
+        if let Some(v) = &self.reference {
+            text(buf, f, "ref", v);
+        }
+        plain(buf, f, "result", self.result.as_ref().map(|v| v as _));
+        plain(buf, f, "list", self.list.as_ref().map(|v| v as _));
+        if let Some(v) = &self.value {
+            text(buf, f, "value", v);
+        }
+        if let Some(v) = self.pin_ok {
+            key(buf, f, "pin_ok");
+            buf.extend_from_slice(if v { b"true" } else { b"false" });
+        }
+        buf.extend_from_slice(b"}\n");
+    }
+
     /// A length-prefixed, field-tagged encoding of everything but `at`.
     fn write_canonical(&self, b: &mut Vec<u8>) {
         fn put(b: &mut Vec<u8>, tag: Field, bytes: &[u8]) {

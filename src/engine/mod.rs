@@ -1,0 +1,406 @@
+//! The decision engine: one valid event in, exactly one answer out.
+//!
+//! Sans-IO, like quinn-proto: the caller passes the event and the time; the
+//! engine reads no clock, opens no file or socket, draws no randomness and
+//! spawns nothing. It cannot fail on a valid event: contract errors are
+//! stopped at the edge, and the only errors it gives are those that depend
+//! on state (`id_conflict`, `unknown_ref`, and a list value it cannot keep).
+
+use crate::contract::{ContractError, ErrorCode, Event, Kind, Timestamp, VerifyResult};
+use crate::history::{History, ListError, Phase, SimSeen};
+use crate::rules::{Action, CompiledRules, HKind, Outcome, Subject, Val, eval};
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<std::collections::hash_map::DefaultHasher>>;
+
+/// Limits on what the engine keeps for idempotency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Decision and signal records kept for idempotent retries (records).
+    /// Past it the oldest resolved record is forgotten: a retry of it is
+    /// decided afresh. Held requests are never forgotten while pending.
+    pub decision_records_max: usize,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits {
+            decision_records_max: 16_000_000,
+        }
+    }
+}
+
+/// The answer to a decision kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    /// The outcome now: a released hold reads `Allow`, a failed one `Deny`.
+    pub outcome: Outcome,
+    /// Rules that matched when the request was decided (bit i = rule i).
+    pub matched: u128,
+    /// Shadow rules that matched (bit i = rule i).
+    pub shadow: u128,
+    /// The ruleset that decided it: see [`Engine::ruleset`].
+    pub ruleset: u32,
+    /// True when this answers a retry of an earlier request.
+    pub retry: bool,
+}
+
+/// An alert raised while handling a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alert {
+    pub msisdn: crate::contract::ident::Msisdn,
+    pub at: Timestamp,
+}
+
+impl Alert {
+    pub const KIND: &'static str = "unapproved_sim_change";
+}
+
+/// What the engine answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Decision(Decided),
+    /// A signal was applied (or was a retry and changed nothing).
+    Signal { alert: Option<Alert>, retry: bool },
+    Error(ContractError),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Record {
+    Signal {
+        fingerprint: [u8; 16],
+    },
+    Decision {
+        fingerprint: [u8; 16],
+        decided: Decided,
+    },
+}
+
+impl Record {
+    fn fingerprint(&self) -> [u8; 16] {
+        match self {
+            Record::Signal { fingerprint } | Record::Decision { fingerprint, .. } => *fingerprint,
+        }
+    }
+}
+
+pub struct Engine {
+    /// Every ruleset loaded so far; the last decides. Records name the one
+    /// that decided them, so a retry after a reload answers as before.
+    rulesets: Vec<Arc<CompiledRules>>,
+    history: History,
+    records: Map<Arc<str>, Record>,
+    order: VecDeque<Arc<str>>,
+    /// Held requests waiting for a verification, by id.
+    holds: Map<Arc<str>, Box<Event>>,
+    limits: EngineLimits,
+}
+
+impl Engine {
+    pub fn new(rules: Arc<CompiledRules>) -> Engine {
+        Engine::with_limits(rules, EngineLimits::default())
+    }
+
+    pub fn with_limits(rules: Arc<CompiledRules>, limits: EngineLimits) -> Engine {
+        Engine {
+            rulesets: vec![rules],
+            history: History::new(),
+            records: Map::default(),
+            order: VecDeque::new(),
+            holds: Map::default(),
+            limits,
+        }
+    }
+
+    /// The ruleset that decides from now on.
+    pub fn current(&self) -> &Arc<CompiledRules> {
+        // Invariant: `rulesets` starts with one and never shrinks.
+        self.rulesets.last().expect("an engine always has a ruleset")
+    }
+
+    /// A ruleset by the index a [`Decided`] carries.
+    pub fn ruleset(&self, i: u32) -> &CompiledRules {
+        self.rulesets
+            .get(i as usize)
+            .unwrap_or_else(|| self.current())
+    }
+
+    /// Makes `rules` decide from now on; history and holds carry over.
+    pub fn load_rules(&mut self, rules: Arc<CompiledRules>) {
+        self.rulesets.push(rules);
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Requests on hold now.
+    pub fn holds_pending(&self) -> usize {
+        self.holds.len()
+    }
+
+    /// Adds a list value from a file at load time (not an event).
+    pub fn list_add(&mut self, list: &str, value: &str) -> Result<(), ListError> {
+        let rules = self.current().clone();
+        self.history.list_add(&rules, list, value)
+    }
+
+    /// Drops windowed history that no loaded rule can read any more.
+    pub fn prune(&mut self, now: Timestamp) {
+        let rules = self.current().clone();
+        self.history.prune(&rules, now);
+    }
+
+    /// Handles one valid event at time `now`.
+    pub fn handle(&mut self, ev: &Event, now: Timestamp) -> Answer {
+        let fingerprint = ev.id.as_ref().map(|_| ev.fingerprint());
+        if let (Some(id), Some(fp)) = (&ev.id, fingerprint)
+            && let Some(rec) = self.records.get(&**id)
+        {
+            if rec.fingerprint() != fp {
+                let mut e = ContractError::new(
+                    ErrorCode::IdConflict,
+                    Some("id"),
+                    "this id was already used by a different event",
+                );
+                e.id = Some(id.clone());
+                return Answer::Error(e);
+            }
+            return match *rec {
+                Record::Signal { .. } => Answer::Signal {
+                    alert: None,
+                    retry: true,
+                },
+                Record::Decision { decided, .. } => Answer::Decision(Decided {
+                    retry: true,
+                    ..decided
+                }),
+            };
+        }
+        let answer = if ev.kind.is_decision() {
+            self.decide(ev, now)
+        } else {
+            self.signal(ev, now)
+        };
+        if let (Some(id), Some(fingerprint)) = (&ev.id, fingerprint) {
+            let record = match answer {
+                Answer::Decision(decided) => Some(Record::Decision {
+                    fingerprint,
+                    decided,
+                }),
+                Answer::Signal { .. } => Some(Record::Signal { fingerprint }),
+                Answer::Error(_) => None,
+            };
+            if let Some(r) = record {
+                self.remember(id, r, ev, &answer);
+            }
+        }
+        answer
+    }
+
+    fn remember(&mut self, id: &str, r: Record, ev: &Event, answer: &Answer) {
+        let key: Arc<str> = Arc::from(id);
+        if let Answer::Decision(d) = answer
+            && d.outcome == Outcome::Hold
+        {
+            self.holds.insert(key.clone(), Box::new(ev.clone()));
+        }
+        self.records.insert(key.clone(), r);
+        self.order.push_back(key);
+        while self.records.len() > self.limits.decision_records_max {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if self.holds.contains_key(&old) {
+                self.order.push_back(old);
+                if self.holds.len() >= self.records.len() {
+                    break;
+                }
+                continue;
+            }
+            self.records.remove(&old);
+        }
+    }
+
+    fn decide(&mut self, ev: &Event, now: Timestamp) -> Answer {
+        let rules = self.current().clone();
+        let subject = Subject::request(ev);
+        let facts = self.history.facts(&rules, &subject, now);
+        let (mut matched, mut shadow) = (0u128, 0u128);
+        let (mut deny, mut allow, mut hold) = (false, false, false);
+        for (i, r) in rules.rules.iter().enumerate() {
+            if eval(&r.cond, &subject, &rules.queries, &facts) != Val::Bool(true) {
+                continue;
+            }
+            if r.shadow {
+                shadow |= 1 << i;
+                continue;
+            }
+            matched |= 1 << i;
+            match r.action {
+                Action::Deny => deny = true,
+                Action::Allow => allow = true,
+                Action::Hold => hold = true,
+            }
+        }
+        let outcome = if deny {
+            Outcome::Deny
+        } else if allow || !hold {
+            Outcome::Allow
+        } else {
+            Outcome::Hold
+        };
+        let recorded = Subject {
+            decision: Some(outcome),
+            ..subject
+        };
+        let completed = outcome == Outcome::Allow;
+        self.history
+            .record(&rules, &recorded, Phase::Decided { completed }, now);
+        if completed {
+            self.complete_sim_change(ev, now);
+        }
+        Answer::Decision(Decided {
+            outcome,
+            matched,
+            shadow,
+            ruleset: (self.rulesets.len() - 1) as u32,
+            retry: false,
+        })
+    }
+
+    fn complete_sim_change(&mut self, ev: &Event, at: Timestamp) {
+        if ev.kind.is_sim_change()
+            && let Some(m) = ev.msisdn
+        {
+            self.history.sim_change_completed(m, ev.imsi, at);
+        }
+    }
+
+    fn signal(&mut self, ev: &Event, now: Timestamp) -> Answer {
+        let rules = self.current().clone();
+        let mut alert = None;
+        let mut subject = Subject::request(ev);
+        match ev.kind {
+            Kind::DeviceSeen => {
+                if let (Some(m), Some(imsi), Some(imei)) = (ev.msisdn, ev.imsi, ev.imei) {
+                    subject.new_device = self.history.is_new_device(&rules, m, imei);
+                    if self.history.sim_seen(m, imsi, now) == SimSeen::Unapproved {
+                        let derived = Subject {
+                            kind: HKind::UNAPPROVED_SIM_CHANGE,
+                            ..subject
+                        };
+                        self.history
+                            .record(&rules, &derived, Phase::Decided { completed: true }, now);
+                        alert = Some(Alert { msisdn: m, at: now });
+                    }
+                }
+            }
+            Kind::Verification => {
+                if let Err(e) = self.verify(ev, now) {
+                    return Answer::Error(e);
+                }
+            }
+            Kind::ListAdd | Kind::ListRemove => {
+                let (Some(list), Some(value)) = (&ev.list, &ev.value) else {
+                    return Answer::Signal { alert, retry: false };
+                };
+                let r = if ev.kind == Kind::ListAdd {
+                    self.history.list_add(&rules, list.as_str(), value)
+                } else {
+                    self.history.list_remove(&rules, list.as_str(), value)
+                };
+                if let Err(e) = r {
+                    return Answer::Error(list_error(e, ev));
+                }
+            }
+            _ => {}
+        }
+        self.history
+            .record(&rules, &subject, Phase::Decided { completed: true }, now);
+        Answer::Signal {
+            alert,
+            retry: false,
+        }
+    }
+
+    /// Resolves the held request a verification names.
+    fn verify(&mut self, ev: &Event, now: Timestamp) -> Result<(), ContractError> {
+        let unknown = || {
+            let mut e = ContractError::new(
+                ErrorCode::UnknownRef,
+                Some("ref"),
+                "no request with this id is on hold",
+            );
+            e.id.clone_from(&ev.id);
+            e
+        };
+        let r = ev.reference.as_deref().ok_or_else(unknown)?;
+        let held = self.holds.remove(r).ok_or_else(unknown)?;
+        let pass = ev.result == Some(VerifyResult::Pass);
+        let outcome = if pass { Outcome::Allow } else { Outcome::Deny };
+        if let Some(Record::Decision { decided, .. }) = self.records.get_mut(r) {
+            decided.outcome = outcome;
+        }
+        if pass {
+            let rules = self.current().clone();
+            let subject = Subject {
+                decision: Some(Outcome::Hold),
+                ..Subject::request(&held)
+            };
+            self.history.record(&rules, &subject, Phase::Released, now);
+            self.complete_sim_change(&held, now);
+        }
+        Ok(())
+    }
+}
+
+fn list_error(e: ListError, ev: &Event) -> ContractError {
+    let mut err = match e {
+        ListError::Full { list, max } => ContractError::new(
+            ErrorCode::InvalidValue,
+            Some("list"),
+            format!("list {list} is full (list_items_max = {max})"),
+        ),
+        ListError::WrongType {
+            list,
+            expected,
+            why,
+        } => ContractError::new(
+            ErrorCode::InvalidValue,
+            Some("value"),
+            format!("list {list} holds {expected}: {why}"),
+        ),
+    };
+    err.id.clone_from(&ev.id);
+    err
+}
+
+/// Names of the rules set in `bits`, in ruleset order.
+pub fn rule_names(rules: &CompiledRules, bits: u128) -> impl Iterator<Item = &str> {
+    rules
+        .rules
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| bits & (1 << i) != 0)
+        .map(|(_, r)| r.name.as_str())
+}
+
+/// Verification methods of the matched hold rules, in order, without repeats.
+pub fn verify_methods(rules: &CompiledRules, matched: u128) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for (i, r) in rules.rules.iter().enumerate() {
+        if matched & (1 << i) == 0 || r.action != Action::Hold {
+            continue;
+        }
+        for m in &r.verify {
+            let name = rules.methods[*m as usize].as_str();
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}

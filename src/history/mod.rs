@@ -1,0 +1,542 @@
+//! Per-entity history: what the compiled rules ask to keep, and nothing more.
+//!
+//! Each line, account, agent, device and store that appears in traffic has
+//! one [`EntityState`]: a small vector of entries, each tagged with the
+//! [series](crate::rules::Series) it belongs to. Windowed series keep events
+//! within their longest window (and at most `series_items_max` per entity);
+//! `ever` sets keep distinct values (at most `ever_items_max`); `latest`
+//! keeps one value. Lines also carry the expected-IMSI state that detects
+//! unapproved SIM changes.
+//!
+//! Sans-IO: time comes in as a parameter; nothing here reads a clock, a file
+//! or a socket, and nothing allocates per query.
+
+use crate::contract::Timestamp;
+use crate::contract::ident::{Imei, Imsi, Msisdn, Token};
+use crate::rules::{
+    CompiledRules, Entity, Keep, Query, Series, Subject, Val, eval, key_of,
+};
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+
+/// Deterministic hashing: the core draws no randomness, and a replay must
+/// behave the same on every run.
+type Hasher = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+type Map<K, V> = HashMap<K, V, Hasher>;
+
+/// Reserved series tags for the line's SIM state.
+const SIM_EXPECTED: u16 = u16::MAX;
+const SIM_WAITING: u16 = u16::MAX - 1;
+
+/// One recorded fact. 32 bytes: memory per subscriber is the budget that
+/// matters at a carrier's scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    value: u128,
+    secs: i64,
+    nanos: u32,
+    series: u16,
+}
+
+impl Entry {
+    fn new(series: u16, value: u128, at: Timestamp) -> Entry {
+        Entry {
+            value,
+            secs: at.unix_secs(),
+            nanos: at.subsec_nanos(),
+            series,
+        }
+    }
+    fn nanos(&self) -> i128 {
+        i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
+    }
+}
+
+/// The history of one entity.
+#[derive(Debug, Clone, Default)]
+pub struct EntityState {
+    entries: Vec<Entry>,
+}
+
+impl EntityState {
+    /// Entries of `series` that count at `now` for a window of `w` ns.
+    fn in_window(&self, series: u16, w: i128, now: i128) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(move |e| {
+            e.series == series && {
+                let t = e.nanos();
+                t <= now && now - t <= w
+            }
+        })
+    }
+
+    fn count(&self, q: &Query, now: i128) -> i64 {
+        self.in_window(q.series, q.window, now).count() as i64
+    }
+
+    fn distinct(&self, q: &Query, now: i128) -> i64 {
+        // Bounded by series_items_max; a small stack buffer covers the usual case.
+        let mut seen: smallset::SmallSet = smallset::SmallSet::default();
+        for e in self.in_window(q.series, q.window, now) {
+            seen.insert(e.value);
+        }
+        seen.len() as i64
+    }
+
+    fn since(&self, q: &Query, now: i128) -> Option<i128> {
+        self.in_window(q.series, q.window, now)
+            .map(|e| now - e.nanos())
+            .min()
+    }
+
+    fn latest(&self, series: u16) -> Option<u128> {
+        self.entries
+            .iter()
+            .find(|e| e.series == series)
+            .map(|e| e.value)
+    }
+
+    fn ever_contains(&self, series: u16, key: u128) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.series == series && e.value == key)
+    }
+
+    fn has_any(&self, series: u16) -> bool {
+        self.entries.iter().any(|e| e.series == series)
+    }
+
+    fn append_window(&mut self, series: u16, e: Entry, window: i128, cap: usize) {
+        let now = e.nanos();
+        self.entries
+            .retain(|x| x.series != series || now - x.nanos() <= window);
+        let held = self.entries.iter().filter(|x| x.series == series).count();
+        if held >= cap
+            && let Some(oldest) = self.entries.iter().position(|x| x.series == series)
+        {
+            self.entries.remove(oldest);
+        }
+        self.entries.push(e);
+    }
+
+    fn ever_insert(&mut self, series: u16, e: Entry, cap: usize) {
+        if self.ever_contains(series, e.value) {
+            return;
+        }
+        let held = self.entries.iter().filter(|x| x.series == series).count();
+        if held >= cap
+            && let Some(oldest) = self.entries.iter().position(|x| x.series == series)
+        {
+            self.entries.remove(oldest);
+        }
+        self.entries.push(e);
+    }
+
+    fn set_latest(&mut self, series: u16, e: Entry) {
+        match self.entries.iter_mut().find(|x| x.series == series) {
+            Some(x) => *x = e,
+            None => self.entries.push(e),
+        }
+    }
+
+    fn clear(&mut self, series: u16) {
+        self.entries.retain(|x| x.series != series);
+    }
+
+    /// Bytes this state holds on the heap (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+}
+
+/// A small set of u128 keys for `distinct`, on the stack up to 32 values.
+mod smallset {
+    #[derive(Default)]
+    pub struct SmallSet {
+        inline: [u128; 32],
+        n: usize,
+        spill: Vec<u128>,
+    }
+    impl SmallSet {
+        pub fn insert(&mut self, v: u128) {
+            if self.inline[..self.n].contains(&v) || self.spill.contains(&v) {
+                return;
+            }
+            if self.n < self.inline.len() {
+                self.inline[self.n] = v;
+                self.n += 1;
+            } else {
+                self.spill.push(v);
+            }
+        }
+        pub fn len(&self) -> usize {
+            self.n + self.spill.len()
+        }
+    }
+}
+
+/// Whether a recording is the request's decision or its later completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// At decision (or signal) time. `completed` says whether the event is
+    /// complete now: an allowed request, or any signal.
+    Decided { completed: bool },
+    /// A held request released by a passed verification (at its time).
+    Released,
+}
+
+/// What a `device_seen` did to the line's expected SIM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimSeen {
+    /// Nothing to report.
+    Expected,
+    /// The line shows a SIM no approved request put there.
+    Unapproved,
+}
+
+/// Where a list's values come from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListError {
+    Full { list: String, max: usize },
+    WrongType { list: String, expected: &'static str, why: &'static str },
+}
+
+/// All history the gateway keeps in memory.
+#[derive(Debug, Default)]
+pub struct History {
+    by_id: [Map<u128, EntityState>; 2],
+    by_token: [Map<Box<str>, EntityState>; 3],
+    lists: Map<Box<str>, HashSet<u128, Hasher>>,
+}
+
+/// The entity states a decision reads, looked up once per decision.
+pub struct Facts<'h> {
+    states: [Option<&'h EntityState>; 5],
+    history: &'h History,
+    rules: &'h CompiledRules,
+    now: i128,
+}
+
+fn slot(e: Entity) -> usize {
+    match e {
+        Entity::Line => 0,
+        Entity::Device => 1,
+        Entity::Account => 2,
+        Entity::Agent => 3,
+        Entity::Store => 4,
+    }
+}
+
+impl History {
+    pub fn new() -> History {
+        History::default()
+    }
+
+    fn token_map(&self, e: Entity) -> Option<&Map<Box<str>, EntityState>> {
+        match e {
+            Entity::Account => Some(&self.by_token[0]),
+            Entity::Agent => Some(&self.by_token[1]),
+            Entity::Store => Some(&self.by_token[2]),
+            _ => None,
+        }
+    }
+
+    /// The state of the entity that `subject` names, if it has any history.
+    pub fn state(&self, e: Entity, subject: &Subject<'_>) -> Option<&EntityState> {
+        let ev = subject.event;
+        match e {
+            Entity::Line => self.by_id[0].get(&ev.msisdn?.as_u128()),
+            Entity::Device => self.by_id[1].get(&ev.imei?.as_u128()),
+            _ => {
+                let tok = match e {
+                    Entity::Account => ev.account.as_ref(),
+                    Entity::Agent => ev.agent.as_ref(),
+                    _ => ev.store.as_ref(),
+                }?;
+                self.token_map(e)?.get(tok.as_str())
+            }
+        }
+    }
+
+    fn state_mut(&mut self, e: Entity, subject: &Subject<'_>) -> Option<&mut EntityState> {
+        let ev = subject.event;
+        match e {
+            Entity::Line => Some(self.by_id[0].entry(ev.msisdn?.as_u128()).or_default()),
+            Entity::Device => Some(self.by_id[1].entry(ev.imei?.as_u128()).or_default()),
+            Entity::Account => token_state(&mut self.by_token[0], ev.account.as_ref()),
+            Entity::Agent => token_state(&mut self.by_token[1], ev.agent.as_ref()),
+            Entity::Store => token_state(&mut self.by_token[2], ev.store.as_ref()),
+        }
+    }
+
+    /// Looks up every entity a decision may read, once.
+    pub fn facts<'h>(&'h self, rules: &'h CompiledRules, subject: &Subject<'_>, now: Timestamp) -> Facts<'h> {
+        let mut states = [None; 5];
+        for e in Entity::ALL {
+            states[slot(*e)] = self.state(*e, subject);
+        }
+        Facts {
+            states,
+            history: self,
+            rules,
+            now: now.as_nanos(),
+        }
+    }
+
+    /// Records `subject` in every series of its kind that its phase and the
+    /// series' filter admit, at time `at`.
+    pub fn record(&mut self, rules: &CompiledRules, subject: &Subject<'_>, phase: Phase, at: Timestamp) {
+        let Some(series_ids) = rules.by_kind.get(subject.kind.0 as usize) else {
+            return;
+        };
+        for &si in series_ids {
+            let s: &Series = &rules.series[si as usize];
+            let admit = match phase {
+                Phase::Decided { completed } => !s.completed || completed,
+                Phase::Released => s.completed,
+            };
+            if !admit {
+                continue;
+            }
+            if let Some(f) = &s.filter
+                && eval(f, subject, &rules.queries, &NoHistory) != Val::Bool(true)
+            {
+                continue;
+            }
+            let value = match s.projection {
+                Some(a) => match key_of(subject.get(a)) {
+                    Some(k) => k,
+                    // Nothing to project: the event adds no value to this series.
+                    None => continue,
+                },
+                None => u128::from(subject.kind.0),
+            };
+            let limits = &rules.limits;
+            let entry = Entry::new(si, value, at);
+            let Some(state) = self.state_mut(s.entity, subject) else {
+                continue;
+            };
+            match s.keep {
+                Keep::Window(w) => state.append_window(si, entry, w, limits.series_items_max),
+                Keep::Ever => state.ever_insert(si, entry, limits.ever_items_max),
+                Keep::Latest => state.set_latest(si, entry),
+            }
+        }
+    }
+
+    /// Whether `imei` is new to a line that has been seen before (for `new_device`).
+    pub fn is_new_device(&self, rules: &CompiledRules, msisdn: Msisdn, imei: Imei) -> Option<bool> {
+        let series = rules.devices?;
+        let Some(state) = self.by_id[0].get(&msisdn.as_u128()) else {
+            return Some(false);
+        };
+        Some(state.has_any(series) && !state.ever_contains(series, imei.as_u128()))
+    }
+
+    /// A completed SIM change: the line now expects `imsi`, or, without one,
+    /// waits for the network to show the new SIM.
+    pub fn sim_change_completed(&mut self, msisdn: Msisdn, imsi: Option<Imsi>, at: Timestamp) {
+        let state = self.by_id[0].entry(msisdn.as_u128()).or_default();
+        match imsi {
+            Some(i) => {
+                state.set_latest(SIM_EXPECTED, Entry::new(SIM_EXPECTED, i.as_u128(), at));
+                state.clear(SIM_WAITING);
+            }
+            None => state.set_latest(SIM_WAITING, Entry::new(SIM_WAITING, 0, at)),
+        }
+    }
+
+    /// The network saw the line on `imsi`: keeps the expected IMSI and tells
+    /// whether this is a SIM change no approved request explains.
+    pub fn sim_seen(&mut self, msisdn: Msisdn, imsi: Imsi, at: Timestamp) -> SimSeen {
+        let state = self.by_id[0].entry(msisdn.as_u128()).or_default();
+        let expected = state.latest(SIM_EXPECTED);
+        let key = imsi.as_u128();
+        let set = |state: &mut EntityState| {
+            state.set_latest(SIM_EXPECTED, Entry::new(SIM_EXPECTED, key, at));
+        };
+        if state.has_any(SIM_WAITING) {
+            if expected != Some(key) {
+                set(state);
+                state.clear(SIM_WAITING);
+            }
+            return SimSeen::Expected;
+        }
+        match expected {
+            None => {
+                set(state);
+                SimSeen::Expected
+            }
+            Some(k) if k == key => SimSeen::Expected,
+            Some(_) => {
+                set(state);
+                SimSeen::Unapproved
+            }
+        }
+    }
+
+    /// Adds a value to a list, parsed as the list's declared type.
+    pub fn list_add(&mut self, rules: &CompiledRules, list: &str, value: &str) -> Result<(), ListError> {
+        let key = list_key(rules, list, value)?;
+        let max = rules.limits.list_items_max;
+        let set = self.lists.entry(list.into()).or_default();
+        if set.len() >= max && !set.contains(&key) {
+            return Err(ListError::Full {
+                list: list.to_string(),
+                max,
+            });
+        }
+        set.insert(key);
+        Ok(())
+    }
+
+    pub fn list_remove(&mut self, rules: &CompiledRules, list: &str, value: &str) -> Result<(), ListError> {
+        let key = list_key(rules, list, value)?;
+        if let Some(set) = self.lists.get_mut(list) {
+            set.remove(&key);
+        }
+        Ok(())
+    }
+
+    pub fn list_len(&self, list: &str) -> usize {
+        self.lists.get(list).map_or(0, HashSet::len)
+    }
+
+    /// Drops windowed history older than its series' window, and entities
+    /// left with nothing. State without a window is never dropped by age.
+    pub fn prune(&mut self, rules: &CompiledRules, now: Timestamp) {
+        let now = now.as_nanos();
+        let keep = |e: &Entry| match e.series {
+            SIM_EXPECTED | SIM_WAITING => true,
+            s => match rules.series.get(s as usize).map(|s| s.keep) {
+                Some(Keep::Window(w)) => now - e.nanos() <= w,
+                Some(_) => true,
+                // A series of an older ruleset: it has no reader any more.
+                None => false,
+            },
+        };
+        for m in &mut self.by_id {
+            m.retain(|_, st| {
+                st.entries.retain(keep);
+                st.entries.shrink_to_fit();
+                !st.entries.is_empty()
+            });
+        }
+        for m in &mut self.by_token {
+            m.retain(|_, st| {
+                st.entries.retain(keep);
+                st.entries.shrink_to_fit();
+                !st.entries.is_empty()
+            });
+        }
+    }
+
+    /// Entities with history, per kind (line, device, account, agent, store).
+    pub fn entity_counts(&self) -> [usize; 5] {
+        [
+            self.by_id[0].len(),
+            self.by_id[1].len(),
+            self.by_token[0].len(),
+            self.by_token[1].len(),
+            self.by_token[2].len(),
+        ]
+    }
+}
+
+/// The state of a token-named entity, created on first sight.
+fn token_state<'m>(
+    map: &'m mut Map<Box<str>, EntityState>,
+    t: Option<&Token>,
+) -> Option<&'m mut EntityState> {
+    let t = t?;
+    // Look up before inserting: allocating the key only on first sight.
+    if !map.contains_key(t.as_str()) {
+        map.insert(t.as_str().into(), EntityState::default());
+    }
+    map.get_mut(t.as_str())
+}
+
+fn list_key(rules: &CompiledRules, list: &str, value: &str) -> Result<u128, ListError> {
+    use crate::contract::ident::{Eid, Iccid};
+    use crate::rules::Ty;
+    let ty = rules
+        .lists
+        .iter()
+        .find(|d| d.name == list)
+        .map_or(Ty::Token, |d| d.ty);
+    let wrong = |why: &'static str| ListError::WrongType {
+        list: list.to_string(),
+        expected: ty.name(),
+        why,
+    };
+    let id = match ty {
+        Ty::Msisdn => Msisdn::parse(value).map(Msisdn::as_u128),
+        Ty::Imsi => Imsi::parse(value).map(Imsi::as_u128),
+        Ty::Imei => Imei::parse(value).map(Imei::as_u128),
+        Ty::Iccid => Iccid::parse(value).map(Iccid::as_u128),
+        Ty::Eid => Eid::parse(value).map(Eid::as_u128),
+        // Token lists (and lists no rule declares) keep any value as given.
+        _ => return key_of(Val::Str(value)).ok_or(wrong("empty value")),
+    };
+    id.map_err(|e| wrong(e.0))
+}
+
+/// Filters read only the recorded event; they have no history to look up.
+struct NoHistory;
+
+impl crate::rules::Lookup for NoHistory {
+    fn count(&self, _: &Query) -> i64 {
+        0
+    }
+    fn distinct(&self, _: &Query) -> i64 {
+        0
+    }
+    fn exists(&self, _: &Query) -> bool {
+        false
+    }
+    fn since(&self, _: &Query) -> Option<i128> {
+        None
+    }
+    fn latest(&self, _: &Query) -> Option<u128> {
+        None
+    }
+    fn ever_contains(&self, _: &Query, _: u128) -> bool {
+        false
+    }
+    fn list_contains(&self, _: u16, _: Val<'_>) -> bool {
+        false
+    }
+}
+
+impl crate::rules::Lookup for Facts<'_> {
+    fn count(&self, q: &Query) -> i64 {
+        self.states[slot(q.entity)].map_or(0, |s| s.count(q, self.now))
+    }
+    fn distinct(&self, q: &Query) -> i64 {
+        self.states[slot(q.entity)].map_or(0, |s| s.distinct(q, self.now))
+    }
+    fn exists(&self, q: &Query) -> bool {
+        self.states[slot(q.entity)]
+            .is_some_and(|s| s.in_window(q.series, q.window, self.now).next().is_some())
+    }
+    fn since(&self, q: &Query) -> Option<i128> {
+        self.states[slot(q.entity)]?.since(q, self.now)
+    }
+    fn latest(&self, q: &Query) -> Option<u128> {
+        self.states[slot(q.entity)]?.latest(q.series)
+    }
+    fn ever_contains(&self, q: &Query, key: u128) -> bool {
+        self.states[slot(q.entity)].is_some_and(|s| s.ever_contains(q.series, key))
+    }
+    fn list_contains(&self, list: u16, v: Val<'_>) -> bool {
+        let Some(decl) = self.rules.lists.get(list as usize) else {
+            return false;
+        };
+        let Some(key) = key_of(v) else {
+            return false;
+        };
+        self.history
+            .lists
+            .get(decl.name.as_str())
+            .is_some_and(|s| s.contains(&key))
+    }
+}

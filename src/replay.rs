@@ -1,0 +1,260 @@
+//! `portcullis replay`: the engine over a file of recorded events.
+//!
+//! Each line's own `at` is the engine's clock, so a replay decides exactly as
+//! the live gateway would have at those times. Output is one JSON line per
+//! decision, error and alert, in input order. Bad lines get an error line and
+//! processing goes on: nothing else is lost.
+
+use crate::contract::{self, AtRule, ContractError, ErrorCode, Event, Timestamp};
+use crate::engine::{Answer, Decided, Engine, rule_names, verify_methods};
+use crate::rules::{CompiledRules, Outcome};
+use std::io::{self, BufRead, Write};
+
+/// Counts for the summary a replay prints to stderr.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub lines: u64,
+    pub events: u64,
+    pub decisions: [u64; 3],
+    /// Hits per rule of the current ruleset (matched or shadow-matched).
+    pub rule_hits: Vec<u64>,
+    pub errors: Vec<(ErrorCode, u64)>,
+    pub alerts: u64,
+}
+
+impl Summary {
+    fn error(&mut self, code: ErrorCode) {
+        match self.errors.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => {
+                self.errors.push((code, 1));
+                self.errors.sort();
+            }
+        }
+    }
+
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The human summary; `secs` is the wall time the caller measured.
+    pub fn render(&self, rules: &CompiledRules, secs: f64) -> String {
+        let mut s = String::new();
+        let rate = if secs > 0.0 {
+            self.events as f64 / secs
+        } else {
+            0.0
+        };
+        s.push_str(&format!(
+            "replay: {} lines, {} events in {:.3}s ({:.0} events/s)\n",
+            self.lines, self.events, secs, rate
+        ));
+        s.push_str(&format!(
+            "decisions: allow {} hold {} deny {}\n",
+            self.decisions[0], self.decisions[1], self.decisions[2]
+        ));
+        s.push_str(&format!(
+            "ruleset: {} ({})\nrule hits:\n",
+            rules.label, rules.hash
+        ));
+        for (r, n) in rules.rules.iter().zip(&self.rule_hits) {
+            let tag = if r.shadow { " (shadow)" } else { "" };
+            s.push_str(&format!("  {:<36} {n}{tag}\n", r.name));
+        }
+        s.push_str(&format!("errors: {}\n", self.errors_total()));
+        for (c, n) in &self.errors {
+            s.push_str(&format!("  {:<36} {n}\n", c.as_str()));
+        }
+        s.push_str(&format!("alerts: unapproved_sim_change {}\n", self.alerts));
+        s
+    }
+}
+
+/// Reads events from `input` until its end and writes answers to `out`.
+/// Returns an error only when the input cannot be read or the output written.
+pub fn run<R: BufRead, W: Write>(engine: &mut Engine, mut input: R, out: &mut W) -> io::Result<Summary> {
+    let mut summary = Summary {
+        rule_hits: vec![0; engine.current().rules.len()],
+        ..Summary::default()
+    };
+    let mut raw = Vec::with_capacity(512);
+    let mut buf = Vec::with_capacity(512);
+    let mut mark: Option<Timestamp> = None;
+    loop {
+        raw.clear();
+        if input.read_until(b'\n', &mut raw)? == 0 {
+            break;
+        }
+        summary.lines += 1;
+        let line_no = summary.lines;
+        if raw.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) {
+            continue;
+        }
+        buf.clear();
+        match step(engine, &raw, &mut mark) {
+            Ok((ev, answer)) => {
+                summary.events += 1;
+                match answer {
+                    Answer::Decision(d) => {
+                        summary.decisions[d.outcome as usize] += 1;
+                        if !d.retry {
+                            count_hits(&mut summary.rule_hits, d.matched | d.shadow);
+                        }
+                        write_decision(&mut buf, ev.id.as_deref(), &d, engine.ruleset(d.ruleset));
+                    }
+                    Answer::Signal { alert, .. } => {
+                        if let Some(a) = alert {
+                            summary.alerts += 1;
+                            write_alert(&mut buf, &a);
+                        }
+                    }
+                    Answer::Error(e) => {
+                        summary.error(e.code);
+                        write_error(&mut buf, line_no, &e);
+                    }
+                }
+            }
+            Err(e) => {
+                summary.error(e.code);
+                write_error(&mut buf, line_no, &e);
+            }
+        }
+        out.write_all(&buf)?;
+    }
+    out.flush()?;
+    Ok(summary)
+}
+
+fn count_hits(hits: &mut [u64], bits: u128) {
+    for (i, h) in hits.iter_mut().enumerate() {
+        if bits & (1 << i) != 0 {
+            *h += 1;
+        }
+    }
+}
+
+/// Parses one line, checks its order, and hands it to the engine.
+fn step(engine: &mut Engine, raw: &[u8], mark: &mut Option<Timestamp>) -> Result<(Event, Answer), ContractError> {
+    let text = std::str::from_utf8(raw).map_err(|e| {
+        ContractError::new(
+            ErrorCode::BadJson,
+            None,
+            format!("the line is not UTF-8 (byte {})", e.valid_up_to() + 1),
+        )
+    })?;
+    let ev = contract::parse_line(text, AtRule::Required)?;
+    // Invariant: AtRule::Required guarantees `at`.
+    let at = ev.at.expect("replay events carry at");
+    if let Some(m) = *mark
+        && at < m
+    {
+        let mut e = ContractError::new(
+            ErrorCode::OutOfOrder,
+            Some("at"),
+            format!(
+                "at {} is earlier than the previous event's {}",
+                at.to_rfc3339_utc(),
+                m.to_rfc3339_utc()
+            ),
+        );
+        e.id.clone_from(&ev.id);
+        return Err(e);
+    }
+    let answer = engine.handle(&ev, at);
+    if let Answer::Error(e) = answer {
+        return Err(e);
+    }
+    *mark = Some(at);
+    Ok((ev, answer))
+}
+
+/// Writes `s` as a JSON string.
+pub fn json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            buf.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            buf.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
+}
+
+fn json_opt(buf: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(buf, s),
+        None => buf.extend_from_slice(b"null"),
+    }
+}
+
+fn json_list<'a>(buf: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
+    buf.push(b'[');
+    for (i, s) in items.enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        json_str(buf, s);
+    }
+    buf.push(b']');
+}
+
+/// `{"id","decision","rules","verify","shadow_rules","ruleset":{"hash","label"}}`
+pub fn write_decision(buf: &mut Vec<u8>, id: Option<&str>, d: &Decided, rules: &CompiledRules) {
+    buf.extend_from_slice(b"{\"id\":");
+    json_opt(buf, id);
+    buf.extend_from_slice(b",\"decision\":\"");
+    buf.extend_from_slice(d.outcome.as_str().as_bytes());
+    buf.extend_from_slice(b"\",\"rules\":");
+    json_list(buf, rule_names(rules, d.matched));
+    buf.extend_from_slice(b",\"verify\":");
+    json_list(buf, verify_methods(rules, d.matched).into_iter());
+    buf.extend_from_slice(b",\"shadow_rules\":");
+    json_list(buf, rule_names(rules, d.shadow));
+    buf.extend_from_slice(b",\"ruleset\":{\"hash\":");
+    json_str(buf, &rules.hash);
+    buf.extend_from_slice(b",\"label\":");
+    json_str(buf, &rules.label);
+    buf.extend_from_slice(b"}}\n");
+}
+
+/// `{"id","line","error":{"code","field","message","retryable":false}}`
+pub fn write_error(buf: &mut Vec<u8>, line: u64, e: &ContractError) {
+    buf.extend_from_slice(b"{\"id\":");
+    json_opt(buf, e.id.as_deref());
+    buf.extend_from_slice(format!(",\"line\":{line},\"error\":{{\"code\":\"").as_bytes());
+    buf.extend_from_slice(e.code.as_str().as_bytes());
+    buf.extend_from_slice(b"\",\"field\":");
+    json_opt(buf, e.field.as_deref());
+    buf.extend_from_slice(b",\"message\":");
+    json_str(buf, &e.message);
+    buf.extend_from_slice(b",\"retryable\":false}}\n");
+}
+
+/// `{"alert":"unapproved_sim_change","msisdn","at"}`
+pub fn write_alert(buf: &mut Vec<u8>, a: &crate::engine::Alert) {
+    buf.extend_from_slice(b"{\"alert\":\"");
+    buf.extend_from_slice(crate::engine::Alert::KIND.as_bytes());
+    buf.extend_from_slice(b"\",\"msisdn\":");
+    json_str(buf, &a.msisdn.to_string());
+    buf.extend_from_slice(b",\"at\":");
+    json_str(buf, &a.at.to_rfc3339_utc());
+    buf.extend_from_slice(b"}\n");
+}
+
+/// Outcome counters are indexed by the outcome's discriminant.
+const _: () = assert!(Outcome::Allow as usize == 0 && Outcome::Deny as usize == 2);
