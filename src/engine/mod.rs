@@ -9,11 +9,9 @@
 use crate::contract::{ContractError, ErrorCode, Event, Kind, Timestamp, VerifyResult};
 use crate::history::{History, ListError, Phase, SimSeen};
 use crate::rules::{Action, CompiledRules, HKind, Outcome, Subject, Val, eval};
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<std::collections::hash_map::DefaultHasher>>;
+use crate::history::Map;
 
 /// Limits on what the engine keeps for idempotency.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,16 +84,58 @@ impl Record {
     }
 }
 
+/// Records for idempotent retries, bounded without per-entry bookkeeping:
+/// two generations, each up to half the limit. When the current one fills,
+/// the previous is forgotten (except requests still on hold) and the current
+/// becomes the previous, so a record lives for at least half the limit.
+struct Records {
+    current: Map<Box<str>, Record>,
+    previous: Map<Box<str>, Record>,
+    generation_max: usize,
+}
+
+impl Records {
+    fn new(max: usize) -> Records {
+        Records {
+            current: Map::default(),
+            previous: Map::default(),
+            generation_max: (max / 2).max(1),
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<&Record> {
+        self.current.get(id).or_else(|| self.previous.get(id))
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Record> {
+        match self.current.get_mut(id) {
+            Some(r) => Some(r),
+            None => self.previous.get_mut(id),
+        }
+    }
+
+    fn insert(&mut self, id: &str, r: Record, holds: &Map<Box<str>, Box<Event>>) {
+        if self.current.len() >= self.generation_max {
+            let mut old = std::mem::take(&mut self.previous);
+            self.previous = std::mem::take(&mut self.current);
+            for held in holds.keys() {
+                if let Some((k, rec)) = old.remove_entry(&**held) {
+                    self.current.insert(k, rec);
+                }
+            }
+        }
+        self.current.insert(id.into(), r);
+    }
+}
+
 pub struct Engine {
     /// Every ruleset loaded so far; the last decides. Records name the one
     /// that decided them, so a retry after a reload answers as before.
     rulesets: Vec<Arc<CompiledRules>>,
     history: History,
-    records: Map<Arc<str>, Record>,
-    order: VecDeque<Arc<str>>,
+    records: Records,
     /// Held requests waiting for a verification, by id.
-    holds: Map<Arc<str>, Box<Event>>,
-    limits: EngineLimits,
+    holds: Map<Box<str>, Box<Event>>,
 }
 
 impl Engine {
@@ -107,10 +147,8 @@ impl Engine {
         Engine {
             rulesets: vec![rules],
             history: History::new(),
-            records: Map::default(),
-            order: VecDeque::new(),
+            records: Records::new(limits.decision_records_max),
             holds: Map::default(),
-            limits,
         }
     }
 
@@ -201,27 +239,12 @@ impl Engine {
     }
 
     fn remember(&mut self, id: &str, r: Record, ev: &Event, answer: &Answer) {
-        let key: Arc<str> = Arc::from(id);
         if let Answer::Decision(d) = answer
             && d.outcome == Outcome::Hold
         {
-            self.holds.insert(key.clone(), Box::new(ev.clone()));
+            self.holds.insert(id.into(), Box::new(ev.clone()));
         }
-        self.records.insert(key.clone(), r);
-        self.order.push_back(key);
-        while self.records.len() > self.limits.decision_records_max {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if self.holds.contains_key(&old) {
-                self.order.push_back(old);
-                if self.holds.len() >= self.records.len() {
-                    break;
-                }
-                continue;
-            }
-            self.records.remove(&old);
-        }
+        self.records.insert(id, r, &self.holds);
     }
 
     fn decide(&mut self, ev: &Event, now: Timestamp) -> Answer {
@@ -286,8 +309,9 @@ impl Engine {
         match ev.kind {
             Kind::DeviceSeen => {
                 if let (Some(m), Some(imsi), Some(imei)) = (ev.msisdn, ev.imsi, ev.imei) {
-                    subject.new_device = self.history.is_new_device(&rules, m, imei);
-                    if self.history.sim_seen(m, imsi, now) == SimSeen::Unapproved {
+                    let (new_device, sim) = self.history.device_seen(&rules, m, imsi, imei, now);
+                    subject.new_device = new_device;
+                    if sim == SimSeen::Unapproved {
                         let derived = Subject {
                             kind: HKind::UNAPPROVED_SIM_CHANGE,
                             ..subject

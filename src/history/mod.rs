@@ -17,12 +17,11 @@ use crate::rules::{
     CompiledRules, Entity, Keep, Query, Series, Subject, Val, eval, key_of,
 };
 use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasherDefault;
 
-/// Deterministic hashing: the core draws no randomness, and a replay must
-/// behave the same on every run.
-type Hasher = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
-type Map<K, V> = HashMap<K, V, Hasher>;
+/// Fast, seeded, deterministic hashing (foldhash): the core draws no
+/// randomness, and a replay must behave the same on every run.
+pub(crate) type Hasher = foldhash::fast::FixedState;
+pub(crate) type Map<K, V> = HashMap<K, V, Hasher>;
 
 /// Reserved series tags for the line's SIM state.
 const SIM_EXPECTED: u16 = u16::MAX;
@@ -257,17 +256,6 @@ impl History {
         }
     }
 
-    fn state_mut(&mut self, e: Entity, subject: &Subject<'_>) -> Option<&mut EntityState> {
-        let ev = subject.event;
-        match e {
-            Entity::Line => Some(self.by_id[0].entry(ev.msisdn?.as_u128()).or_default()),
-            Entity::Device => Some(self.by_id[1].entry(ev.imei?.as_u128()).or_default()),
-            Entity::Account => token_state(&mut self.by_token[0], ev.account.as_ref()),
-            Entity::Agent => token_state(&mut self.by_token[1], ev.agent.as_ref()),
-            Entity::Store => token_state(&mut self.by_token[2], ev.store.as_ref()),
-        }
-    }
-
     /// Looks up every entity a decision may read, once.
     pub fn facts<'h>(&'h self, rules: &'h CompiledRules, subject: &Subject<'_>, now: Timestamp) -> Facts<'h> {
         let mut states = [None; 5];
@@ -283,11 +271,15 @@ impl History {
     }
 
     /// Records `subject` in every series of its kind that its phase and the
-    /// series' filter admit, at time `at`.
+    /// series' filter admit, at time `at`. Each entity is looked up once, and
+    /// only when some series admits the event.
     pub fn record(&mut self, rules: &CompiledRules, subject: &Subject<'_>, phase: Phase, at: Timestamp) {
         let Some(series_ids) = rules.by_kind.get(subject.kind.0 as usize) else {
             return;
         };
+        let mut admitted: [(u16, u128); 16] = [(0, 0); 16];
+        let mut n = 0;
+        let mut needed = [false; 5];
         for &si in series_ids {
             let s: &Series = &rules.series[si as usize];
             let admit = match phase {
@@ -310,26 +302,73 @@ impl History {
                 },
                 None => u128::from(subject.kind.0),
             };
-            let limits = &rules.limits;
-            let entry = Entry::new(si, value, at);
-            let Some(state) = self.state_mut(s.entity, subject) else {
+            if n == admitted.len() {
+                // More series of one kind than the buffer: record in a second pass.
+                self.record_one(rules, subject, si, value, at);
                 continue;
-            };
-            match s.keep {
-                Keep::Window(w) => state.append_window(si, entry, w, limits.series_items_max),
-                Keep::Ever => state.ever_insert(si, entry, limits.ever_items_max),
-                Keep::Latest => state.set_latest(si, entry),
+            }
+            admitted[n] = (si, value);
+            n += 1;
+            needed[slot(s.entity)] = true;
+        }
+        if n == 0 {
+            return;
+        }
+        let mut states = self.states_mut(subject, needed);
+        for &(si, value) in &admitted[..n] {
+            let s = &rules.series[si as usize];
+            if let Some(state) = states[slot(s.entity)].as_deref_mut() {
+                append(state, s, si, value, at, &rules.limits);
             }
         }
     }
 
-    /// Whether `imei` is new to a line that has been seen before (for `new_device`).
-    pub fn is_new_device(&self, rules: &CompiledRules, msisdn: Msisdn, imei: Imei) -> Option<bool> {
-        let series = rules.devices?;
-        let Some(state) = self.by_id[0].get(&msisdn.as_u128()) else {
-            return Some(false);
-        };
-        Some(state.has_any(series) && !state.ever_contains(series, imei.as_u128()))
+    fn record_one(&mut self, rules: &CompiledRules, subject: &Subject<'_>, si: u16, value: u128, at: Timestamp) {
+        let s = &rules.series[si as usize];
+        let mut needed = [false; 5];
+        needed[slot(s.entity)] = true;
+        if let Some(state) = self.states_mut(subject, needed)[slot(s.entity)].as_deref_mut() {
+            append(state, s, si, value, at, &rules.limits);
+        }
+    }
+
+    /// Mutable states of the entities `subject` names, created on first
+    /// sight, for the slots marked in `needed`.
+    fn states_mut(&mut self, subject: &Subject<'_>, needed: [bool; 5]) -> [Option<&mut EntityState>; 5] {
+        let ev = subject.event;
+        let [lines, devices] = &mut self.by_id;
+        let [accounts, agents, stores] = &mut self.by_token;
+        let want = |e: Entity| needed[slot(e)];
+        [
+            ev.msisdn
+                .filter(|_| want(Entity::Line))
+                .map(|m| lines.entry(m.as_u128()).or_default()),
+            ev.imei
+                .filter(|_| want(Entity::Device))
+                .map(|m| devices.entry(m.as_u128()).or_default()),
+            token_state(accounts, ev.account.as_ref().filter(|_| want(Entity::Account))),
+            token_state(agents, ev.agent.as_ref().filter(|_| want(Entity::Agent))),
+            token_state(stores, ev.store.as_ref().filter(|_| want(Entity::Store))),
+        ]
+    }
+
+    /// The network saw the line on `imsi` in `imei`: tells whether the
+    /// IMEI is new to a line seen before (for `new_device`, when a rule reads
+    /// it) and whether the SIM is one no approved request put there. Keeps
+    /// the line's expected IMSI. One lookup of the line.
+    pub fn device_seen(
+        &mut self,
+        rules: &CompiledRules,
+        msisdn: Msisdn,
+        imsi: Imsi,
+        imei: Imei,
+        at: Timestamp,
+    ) -> (Option<bool>, SimSeen) {
+        let state = self.by_id[0].entry(msisdn.as_u128()).or_default();
+        let new_device = rules
+            .devices
+            .map(|series| state.has_any(series) && !state.ever_contains(series, imei.as_u128()));
+        (new_device, sim_seen(state, imsi, at))
     }
 
     /// A completed SIM change: the line now expects `imsi`, or, without one,
@@ -342,35 +381,6 @@ impl History {
                 state.clear(SIM_WAITING);
             }
             None => state.set_latest(SIM_WAITING, Entry::new(SIM_WAITING, 0, at)),
-        }
-    }
-
-    /// The network saw the line on `imsi`: keeps the expected IMSI and tells
-    /// whether this is a SIM change no approved request explains.
-    pub fn sim_seen(&mut self, msisdn: Msisdn, imsi: Imsi, at: Timestamp) -> SimSeen {
-        let state = self.by_id[0].entry(msisdn.as_u128()).or_default();
-        let expected = state.latest(SIM_EXPECTED);
-        let key = imsi.as_u128();
-        let set = |state: &mut EntityState| {
-            state.set_latest(SIM_EXPECTED, Entry::new(SIM_EXPECTED, key, at));
-        };
-        if state.has_any(SIM_WAITING) {
-            if expected != Some(key) {
-                set(state);
-                state.clear(SIM_WAITING);
-            }
-            return SimSeen::Expected;
-        }
-        match expected {
-            None => {
-                set(state);
-                SimSeen::Expected
-            }
-            Some(k) if k == key => SimSeen::Expected,
-            Some(_) => {
-                set(state);
-                SimSeen::Unapproved
-            }
         }
     }
 
@@ -439,6 +449,43 @@ impl History {
             self.by_token[1].len(),
             self.by_token[2].len(),
         ]
+    }
+}
+
+fn append(state: &mut EntityState, s: &Series, si: u16, value: u128, at: Timestamp, limits: &crate::rules::Limits) {
+    let entry = Entry::new(si, value, at);
+    match s.keep {
+        Keep::Window(w) => state.append_window(si, entry, w, limits.series_items_max),
+        Keep::Ever => state.ever_insert(si, entry, limits.ever_items_max),
+        Keep::Latest => state.set_latest(si, entry),
+    }
+}
+
+/// Keeps the line's expected IMSI and tells whether `imsi` is a SIM change
+/// that no approved request explains.
+fn sim_seen(state: &mut EntityState, imsi: Imsi, at: Timestamp) -> SimSeen {
+    let expected = state.latest(SIM_EXPECTED);
+    let key = imsi.as_u128();
+    let set = |state: &mut EntityState| {
+        state.set_latest(SIM_EXPECTED, Entry::new(SIM_EXPECTED, key, at));
+    };
+    if state.has_any(SIM_WAITING) {
+        if expected != Some(key) {
+            set(state);
+            state.clear(SIM_WAITING);
+        }
+        return SimSeen::Expected;
+    }
+    match expected {
+        None => {
+            set(state);
+            SimSeen::Expected
+        }
+        Some(k) if k == key => SimSeen::Expected,
+        Some(_) => {
+            set(state);
+            SimSeen::Unapproved
+        }
     }
 }
 

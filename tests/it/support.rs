@@ -1,0 +1,43 @@
+//! Helpers shared by the integration tests.
+
+use portcullis::engine::Engine;
+use portcullis::rules::{CompiledRules, Limits};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Replays `input` with `rules` (default when None) and returns the output lines.
+pub fn replay_with(rules: Option<&str>, input: &str) -> Vec<String> {
+    let rules = match rules {
+        Some(src) => CompiledRules::compile("test.rules", src, &Limits::default())
+            .unwrap_or_else(|e| panic!("rules compile: {e:?}")),
+        None => CompiledRules::default_rules(),
+    };
+    let mut engine = Engine::new(Arc::new(rules));
+    let mut out = Vec::new();
+    portcullis::replay::run(&mut engine, input.as_bytes(), &mut out).expect("in-memory replay");
+    String::from_utf8(out)
+        .expect("replay writes UTF-8")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether every key of `want` is in `got` with an equal value (objects
+/// recursively; arrays and scalars exactly).
+pub fn subset(want: &Value, got: &Value) -> bool {
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => w
+            .iter()
+            .all(|(k, v)| g.get(k).is_some_and(|gv| subset(v, gv))),
+        _ => want == got,
+    }
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
