@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(name = "portcullis", version, about = "Subscriber-identity protection gateway")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Subscriber-identity protection gateway"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -105,7 +109,10 @@ pub fn load_rules(path: Option<&Path>) -> Result<CompiledRules, String> {
             s.push_str(&e.to_string());
             s.push('\n');
         }
-        s.push_str(&format!("{} error(s); the rules do not compile", errs.len()));
+        s.push_str(&format!(
+            "{} error(s); the rules do not compile",
+            errs.len()
+        ));
         s
     })
 }
@@ -121,7 +128,8 @@ pub fn load_lists(engine: &mut Engine, lists: &[String]) -> Result<(), String> {
                 "--list {arg}: the ruleset declares no list {name} (declare it: list {name}: imei)"
             ));
         }
-        let f = std::fs::File::open(file).map_err(|e| format!("cannot read list file {file}: {e}"))?;
+        let f =
+            std::fs::File::open(file).map_err(|e| format!("cannot read list file {file}: {e}"))?;
         for (i, line) in BufReader::new(f).lines().enumerate() {
             let line = line.map_err(|e| format!("{file}:{}: {e}", i + 1))?;
             let value = line.split('#').next().unwrap_or("").trim();

@@ -17,7 +17,7 @@
 pub mod cli;
 pub mod contract;
 pub mod engine;
-pub mod traffic;
 pub mod history;
 pub mod replay;
 pub mod rules;
+pub mod traffic;

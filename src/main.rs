@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+/// mimalloc: the gateway allocates many small, short-lived values per event
+/// (tokens, ids, records), where it is markedly faster than the system
+/// allocator and keeps memory from fragmenting over long runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     portcullis::cli::run(portcullis::cli::Cli::parse())
 }

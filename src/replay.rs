@@ -72,7 +72,11 @@ impl Summary {
 
 /// Reads events from `input` until its end and writes answers to `out`.
 /// Returns an error only when the input cannot be read or the output written.
-pub fn run<R: BufRead, W: Write>(engine: &mut Engine, mut input: R, out: &mut W) -> io::Result<Summary> {
+pub fn run<R: BufRead, W: Write>(
+    engine: &mut Engine,
+    mut input: R,
+    out: &mut W,
+) -> io::Result<Summary> {
     let mut summary = Summary {
         rule_hits: vec![0; engine.current().rules.len()],
         ..Summary::default()
@@ -87,7 +91,10 @@ pub fn run<R: BufRead, W: Write>(engine: &mut Engine, mut input: R, out: &mut W)
         }
         summary.lines += 1;
         let line_no = summary.lines;
-        if raw.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) {
+        if raw
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
             continue;
         }
         buf.clear();
@@ -134,7 +141,11 @@ fn count_hits(hits: &mut [u64], bits: u128) {
 }
 
 /// Parses one line, checks its order, and hands it to the engine.
-fn step(engine: &mut Engine, raw: &[u8], mark: &mut Option<Timestamp>) -> Result<(Event, Answer), ContractError> {
+fn step(
+    engine: &mut Engine,
+    raw: &[u8],
+    mark: &mut Option<Timestamp>,
+) -> Result<(Event, Answer), ContractError> {
     let text = std::str::from_utf8(raw).map_err(|e| {
         ContractError::new(
             ErrorCode::BadJson,

@@ -93,7 +93,8 @@ pub fn imei(i: u32, generation: u32) -> Imei {
     Imei::parse(&with_luhn(&format!("{tac:08}{:06}", i % 1_000_000))).expect("generated imei")
 }
 pub fn iccid(i: u32, generation: u32) -> Iccid {
-    Iccid::parse(&with_luhn(&format!("8944{:03}{i:011}", generation % 1000))).expect("generated iccid")
+    Iccid::parse(&with_luhn(&format!("8944{:03}{i:011}", generation % 1000)))
+        .expect("generated iccid")
 }
 pub fn eid(i: u32, generation: u32) -> Eid {
     let body = format!("89049032{:06}{i:016}", generation % 1_000_000);
@@ -140,8 +141,11 @@ impl Generator {
     }
 
     fn at(&self) -> Timestamp {
-        Timestamp::from_unix(self.now_ms.div_euclid(1000), (self.now_ms.rem_euclid(1000) * 1_000_000) as u32)
-            .unwrap_or(Timestamp::MIN)
+        Timestamp::from_unix(
+            self.now_ms.div_euclid(1000),
+            (self.now_ms.rem_euclid(1000) * 1_000_000) as u32,
+        )
+        .unwrap_or(Timestamp::MIN)
     }
 
     fn id(&mut self) -> Box<str> {
@@ -283,10 +287,10 @@ impl Generator {
     /// Queues an attack story; its events come out over the next minutes.
     fn attack(&mut self) {
         let s = self.pick();
-        match self.rng.below(4) {
+        match self.rng.below(5) {
             0 => {
                 // PIN brute force, then a port-out.
-                for _ in 0..4 {
+                for _ in 0..3 + self.rng.below(10) {
                     let e = self.port_out(s, false);
                     self.queue.push_back(e);
                 }
@@ -311,6 +315,20 @@ impl Generator {
                     e.agent = Some(agent.clone());
                     self.queue.push_back(e);
                 }
+            }
+            3 => {
+                // A stolen device is blocked, then used for a SIM swap.
+                let stolen = imei(s, 900 + self.rng.below(50) as u32);
+                let mut block = Event::empty(Kind::ListAdd);
+                block.at = Some(self.at());
+                // Invariant: the contract's list name is a valid token.
+                block.list =
+                    Some(Token::parse(crate::contract::BLOCKED_IMEI_LIST).expect("list name"));
+                block.value = Some(stolen.to_string().into());
+                self.queue.push_back(block);
+                let mut e = self.sim_swap(s);
+                e.imei = Some(stolen);
+                self.queue.push_back(e);
             }
             _ => {
                 // A SIM no request explains, then a port-out.
@@ -371,7 +389,8 @@ mod tests {
         let mut last = None;
         let mut kinds = std::collections::HashSet::new();
         for (i, line) in text.lines().enumerate() {
-            let ev = parse_line(line, AtRule::Required).unwrap_or_else(|e| panic!("line {}: {e}: {line}", i + 1));
+            let ev = parse_line(line, AtRule::Required)
+                .unwrap_or_else(|e| panic!("line {}: {e}: {line}", i + 1));
             assert!(last <= ev.at, "line {} out of order", i + 1);
             last = ev.at;
             kinds.insert(ev.kind);
@@ -384,7 +403,15 @@ mod tests {
         let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
         write(&Config::default(), 2_000, &mut a).unwrap();
         write(&Config::default(), 2_000, &mut b).unwrap();
-        write(&Config { seed: 2, ..Config::default() }, 2_000, &mut c).unwrap();
+        write(
+            &Config {
+                seed: 2,
+                ..Config::default()
+            },
+            2_000,
+            &mut c,
+        )
+        .unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -84,7 +84,10 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element_seed(NestedSeed { dup: self.dup })?.is_some() {}
+        while seq
+            .next_element_seed(NestedSeed { dup: self.dup })?
+            .is_some()
+        {}
         Ok(None)
     }
 
@@ -175,7 +178,10 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         Ok(Raw::Other("a number"))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw<'de>, A::Error> {
-        while seq.next_element_seed(NestedSeed { dup: self.dup })?.is_some() {}
+        while seq
+            .next_element_seed(NestedSeed { dup: self.dup })?
+            .is_some()
+        {}
         Ok(Raw::Other("an array"))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Raw<'de>, A::Error> {
@@ -220,7 +226,10 @@ impl<'de> Visitor<'de> for NestedSeed<'_> {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(NestedSeed { dup: self.dup })?.is_some() {}
+        while seq
+            .next_element_seed(NestedSeed { dup: self.dup })?
+            .is_some()
+        {}
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -259,9 +268,22 @@ mod tests {
     #[test]
     fn not_objects_are_bad_json() {
         for s in [
-            "", "x", "[]", "1", "\"s\"", "null", "true", "{", "{}x", "{\"a\":NaN}",
-            "{\"a\":Infinity}", "{\"a\":-Infinity}", r#"{"a":"\ud800"}"#, r#"{"a":"\udc00x"}"#,
-            "{\"a\":1,}", "{'a':1}",
+            "",
+            "x",
+            "[]",
+            "1",
+            "\"s\"",
+            "null",
+            "true",
+            "{",
+            "{}x",
+            "{\"a\":NaN}",
+            "{\"a\":Infinity}",
+            "{\"a\":-Infinity}",
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\udc00x"}"#,
+            "{\"a\":1,}",
+            "{'a':1}",
         ] {
             assert!(bad(s), "{s:?} should be bad_json");
         }

@@ -257,9 +257,15 @@ impl Event {
     /// fast non-cryptographic hash) because a caller who could forge a
     /// collision would get an earlier `allow` for a request never decided.
     pub fn fingerprint(&self) -> [u8; 16] {
-        let mut buf = Vec::with_capacity(256);
-        self.write_canonical(&mut buf);
-        let d = ring::digest::digest(&ring::digest::SHA256, &buf);
+        self.fingerprint_with(&mut Vec::with_capacity(256))
+    }
+
+    /// [`Event::fingerprint`] with a caller's scratch buffer (no allocation
+    /// on the decision path).
+    pub fn fingerprint_with(&self, buf: &mut Vec<u8>) -> [u8; 16] {
+        buf.clear();
+        self.write_canonical(buf);
+        let d = ring::digest::digest(&ring::digest::SHA256, buf);
         let mut out = [0u8; 16];
         out.copy_from_slice(&d.as_ref()[..16]);
         out
@@ -552,7 +558,10 @@ fn missing(kind: Kind, f: Field) -> ContractError {
 }
 
 fn names<T: fmt::Display>(all: &[T]) -> String {
-    all.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+    all.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn describe(raw: &Raw<'_>) -> &'static str {
@@ -644,9 +653,7 @@ fn fill(ev: &mut Event, slots: &mut [Option<Raw<'_>>]) -> Result<(), ContractErr
                     .map_err(|e| invalid(*f, format!("at: {} (RFC 3339 expected)", e.0)))?;
                 ev.at = Some(t);
             }
-            Field::Channel => {
-                ev.channel = Some(named(*f, raw, Channel::from_name, Channel::ALL)?)
-            }
+            Field::Channel => ev.channel = Some(named(*f, raw, Channel::from_name, Channel::ALL)?),
             Field::Change => ev.change = Some(named(*f, raw, Change::from_name, Change::ALL)?),
             Field::Scope => ev.scope = Some(named(*f, raw, Scope::from_name, Scope::ALL)?),
             Field::Result => {
@@ -721,15 +728,21 @@ mod tests {
     fn field_rules() {
         let e = |s: &str| err(s);
         assert_eq!(
-            e(r#"{"id":"r1","kind":"sim_swap","at":"2026-03-01T10:00:00Z","msisdn":"+447700900123","account":"A1"}"#),
+            e(
+                r#"{"id":"r1","kind":"sim_swap","at":"2026-03-01T10:00:00Z","msisdn":"+447700900123","account":"A1"}"#
+            ),
             (ErrorCode::MissingField, Some("iccid".into()))
         );
         assert_eq!(
-            e(r#"{"id":"r1","kind":"sim_swap","at":"2026-03-01T10:00:00Z","msisdn":"+447700900123","account":"A1","iccid":"8944110000000000008","pin_ok":true}"#),
+            e(
+                r#"{"id":"r1","kind":"sim_swap","at":"2026-03-01T10:00:00Z","msisdn":"+447700900123","account":"A1","iccid":"8944110000000000008","pin_ok":true}"#
+            ),
             (ErrorCode::UnknownField, Some("pin_ok".into()))
         );
         assert_eq!(
-            e(r#"{"id":"r1","kind":"sim_swap","at":"2026-03-01T10:00:00Z","msisdn":"+447700900123","account":5,"iccid":"8944110000000000008"}"#),
+            e(
+                r#"{"id":"r1","kind":"sim_swap","at":"2026-03-01T10:00:00Z","msisdn":"+447700900123","account":5,"iccid":"8944110000000000008"}"#
+            ),
             (ErrorCode::InvalidValue, Some("account".into()))
         );
         assert_eq!(
@@ -749,7 +762,9 @@ mod tests {
             (ErrorCode::MissingField, Some("at".into()))
         );
         assert_eq!(
-            e(r#"{"kind":"list_add","list":"blocked_imei","value":"123","at":"2026-03-01T10:00:00Z"}"#),
+            e(
+                r#"{"kind":"list_add","list":"blocked_imei","value":"123","at":"2026-03-01T10:00:00Z"}"#
+            ),
             (ErrorCode::InvalidValue, Some("value".into()))
         );
         assert_eq!(e("[1]"), (ErrorCode::BadJson, None));
@@ -781,11 +796,7 @@ mod tests {
     #[test]
     fn fingerprint_ignores_at_only() {
         let a = parse_line(SWAP, AtRule::Required).unwrap();
-        let b = parse_line(
-            &SWAP.replace("10:00:00Z", "11:00:00Z"),
-            AtRule::Required,
-        )
-        .unwrap();
+        let b = parse_line(&SWAP.replace("10:00:00Z", "11:00:00Z"), AtRule::Required).unwrap();
         let c = parse_line(&SWAP.replace("\"A1\"", "\"A2\""), AtRule::Required).unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());

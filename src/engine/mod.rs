@@ -8,7 +8,7 @@
 
 use crate::contract::{ContractError, ErrorCode, Event, Kind, Timestamp, VerifyResult};
 use crate::history::{History, ListError, Phase, SimSeen};
-use crate::rules::{Action, CompiledRules, HKind, Outcome, Subject, Val, eval};
+use crate::rules::{Action, CompiledRules, HKind, Outcome, Subject, truth};
 use std::sync::Arc;
 
 use crate::history::Map;
@@ -61,7 +61,10 @@ impl Alert {
 pub enum Answer {
     Decision(Decided),
     /// A signal was applied (or was a retry and changed nothing).
-    Signal { alert: Option<Alert>, retry: bool },
+    Signal {
+        alert: Option<Alert>,
+        retry: bool,
+    },
     Error(ContractError),
 }
 
@@ -117,7 +120,9 @@ impl Records {
     fn insert(&mut self, id: &str, r: Record, holds: &Map<Box<str>, Box<Event>>) {
         if self.current.len() >= self.generation_max {
             let mut old = std::mem::take(&mut self.previous);
-            self.previous = std::mem::take(&mut self.current);
+            // The next generation will be as large: size it once, not by doubling.
+            let next = Map::with_capacity_and_hasher(self.generation_max, Default::default());
+            self.previous = std::mem::replace(&mut self.current, next);
             for held in holds.keys() {
                 if let Some((k, rec)) = old.remove_entry(&**held) {
                     self.current.insert(k, rec);
@@ -129,13 +134,15 @@ impl Records {
 }
 
 pub struct Engine {
-    /// Every ruleset loaded so far; the last decides. Records name the one
-    /// that decided them, so a retry after a reload answers as before.
+    /// The rulesets that decided so far; the last decides now. Records name
+    /// the one that decided them, so a retry answers as before.
     rulesets: Vec<Arc<CompiledRules>>,
     history: History,
     records: Records,
     /// Held requests waiting for a verification, by id.
     holds: Map<Box<str>, Box<Event>>,
+    /// Scratch space for fingerprints.
+    scratch: Vec<u8>,
 }
 
 impl Engine {
@@ -149,13 +156,16 @@ impl Engine {
             history: History::new(),
             records: Records::new(limits.decision_records_max),
             holds: Map::default(),
+            scratch: Vec::with_capacity(512),
         }
     }
 
     /// The ruleset that decides from now on.
     pub fn current(&self) -> &Arc<CompiledRules> {
         // Invariant: `rulesets` starts with one and never shrinks.
-        self.rulesets.last().expect("an engine always has a ruleset")
+        self.rulesets
+            .last()
+            .expect("an engine always has a ruleset")
     }
 
     /// A ruleset by the index a [`Decided`] carries.
@@ -163,11 +173,6 @@ impl Engine {
         self.rulesets
             .get(i as usize)
             .unwrap_or_else(|| self.current())
-    }
-
-    /// Makes `rules` decide from now on; history and holds carry over.
-    pub fn load_rules(&mut self, rules: Arc<CompiledRules>) {
-        self.rulesets.push(rules);
     }
 
     pub fn history(&self) -> &History {
@@ -193,9 +198,11 @@ impl Engine {
 
     /// Handles one valid event at time `now`.
     pub fn handle(&mut self, ev: &Event, now: Timestamp) -> Answer {
-        let fingerprint = ev.id.as_ref().map(|_| ev.fingerprint());
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let fingerprint = ev.id.as_ref().map(|_| ev.fingerprint_with(&mut scratch));
+        self.scratch = scratch;
         if let (Some(id), Some(fp)) = (&ev.id, fingerprint)
-            && let Some(rec) = self.records.get(&**id)
+            && let Some(rec) = self.records.get(id)
         {
             if rec.fingerprint() != fp {
                 let mut e = ContractError::new(
@@ -247,14 +254,18 @@ impl Engine {
         self.records.insert(id, r, &self.holds);
     }
 
-    fn decide(&mut self, ev: &Event, now: Timestamp) -> Answer {
-        let rules = self.current().clone();
+    /// What the current rules decide for `ev` at `now`, reading history and
+    /// changing nothing: the rules' half of a decision. (History is laid out
+    /// by the series of the ruleset that recorded it, so only that ruleset
+    /// can read it.)
+    pub fn evaluate(&self, ev: &Event, now: Timestamp) -> (Outcome, u128, u128) {
+        let rules = self.current();
         let subject = Subject::request(ev);
-        let facts = self.history.facts(&rules, &subject, now);
+        let facts = self.history.facts(rules, &subject, now);
         let (mut matched, mut shadow) = (0u128, 0u128);
         let (mut deny, mut allow, mut hold) = (false, false, false);
         for (i, r) in rules.rules.iter().enumerate() {
-            if eval(&r.cond, &subject, &rules.queries, &facts) != Val::Bool(true) {
+            if !truth(&r.cond, &subject, &rules.queries, &facts) {
                 continue;
             }
             if r.shadow {
@@ -275,9 +286,15 @@ impl Engine {
         } else {
             Outcome::Hold
         };
+        (outcome, matched, shadow)
+    }
+
+    fn decide(&mut self, ev: &Event, now: Timestamp) -> Answer {
+        let rules = self.current().clone();
+        let (outcome, matched, shadow) = self.evaluate(ev, now);
         let recorded = Subject {
             decision: Some(outcome),
-            ..subject
+            ..Subject::request(ev)
         };
         let completed = outcome == Outcome::Allow;
         self.history
@@ -316,8 +333,12 @@ impl Engine {
                             kind: HKind::UNAPPROVED_SIM_CHANGE,
                             ..subject
                         };
-                        self.history
-                            .record(&rules, &derived, Phase::Decided { completed: true }, now);
+                        self.history.record(
+                            &rules,
+                            &derived,
+                            Phase::Decided { completed: true },
+                            now,
+                        );
                         alert = Some(Alert { msisdn: m, at: now });
                     }
                 }
@@ -329,7 +350,10 @@ impl Engine {
             }
             Kind::ListAdd | Kind::ListRemove => {
                 let (Some(list), Some(value)) = (&ev.list, &ev.value) else {
-                    return Answer::Signal { alert, retry: false };
+                    return Answer::Signal {
+                        alert,
+                        retry: false,
+                    };
                 };
                 let r = if ev.kind == Kind::ListAdd {
                     self.history.list_add(&rules, list.as_str(), value)

@@ -13,9 +13,8 @@
 
 use crate::contract::Timestamp;
 use crate::contract::ident::{Imei, Imsi, Msisdn, Token};
-use crate::rules::{
-    CompiledRules, Entity, Keep, Query, Series, Subject, Val, eval, key_of,
-};
+use crate::rules::{CompiledRules, Entity, Keep, Query, Series, Subject, Val, key_of, truth};
+use smallvec::SmallVec;
 use std::collections::{HashMap, HashSet};
 
 /// Fast, seeded, deterministic hashing (foldhash): the core draws no
@@ -52,123 +51,166 @@ impl Entry {
 }
 
 /// The history of one entity.
+/// Entries are kept sorted by (series, time): a query finds its series and
+/// its window by binary search, so a busy agent's long history costs a
+/// lookup, not a scan.
 #[derive(Debug, Clone, Default)]
 pub struct EntityState {
-    entries: Vec<Entry>,
+    /// Most entities hold a few entries: keeping them inside the hash
+    /// table's bucket saves a cache miss per lookup on the decision path.
+    entries: SmallVec<[Entry; INLINE_ENTRIES]>,
 }
 
+/// Entries kept inline per entity before spilling to the heap.
+const INLINE_ENTRIES: usize = 3;
+
 impl EntityState {
-    /// Entries of `series` that count at `now` for a window of `w` ns.
-    fn in_window(&self, series: u16, w: i128, now: i128) -> impl Iterator<Item = &Entry> {
-        self.entries.iter().filter(move |e| {
-            e.series == series && {
-                let t = e.nanos();
-                t <= now && now - t <= w
-            }
-        })
+    /// Where the entries of `series` are.
+    fn range(&self, series: u16) -> std::ops::Range<usize> {
+        let lo = self.entries.partition_point(|e| e.series < series);
+        let hi = lo + self.entries[lo..].partition_point(|e| e.series == series);
+        lo..hi
+    }
+
+    /// Entries of `series` that count at `now` for a window of `w` ns:
+    /// `now - w <= t <= now`.
+    fn window(&self, series: u16, w: i128, now: i128) -> &[Entry] {
+        let s = &self.entries[self.range(series)];
+        let start = s.partition_point(|e| now - e.nanos() > w);
+        let end = s.partition_point(|e| e.nanos() <= now);
+        s.get(start..end).unwrap_or(&[])
     }
 
     fn count(&self, q: &Query, now: i128) -> i64 {
-        self.in_window(q.series, q.window, now).count() as i64
+        self.window(q.series, q.window, now).len() as i64
     }
 
-    fn distinct(&self, q: &Query, now: i128) -> i64 {
-        // Bounded by series_items_max; a small stack buffer covers the usual case.
-        let mut seen: smallset::SmallSet = smallset::SmallSet::default();
-        for e in self.in_window(q.series, q.window, now) {
+    /// Distinct values in the window, counted up to `cap`: a rule asking
+    /// `distinct(...) >= 10` stops at the eleventh.
+    fn distinct(&self, q: &Query, now: i128, cap: i64) -> i64 {
+        let mut seen = smallset::SmallSet::default();
+        for e in self.window(q.series, q.window, now) {
             seen.insert(e.value);
+            if seen.len() as i64 >= cap {
+                break;
+            }
         }
         seen.len() as i64
     }
 
     fn since(&self, q: &Query, now: i128) -> Option<i128> {
-        self.in_window(q.series, q.window, now)
+        self.window(q.series, q.window, now)
+            .last()
             .map(|e| now - e.nanos())
-            .min()
     }
 
     fn latest(&self, series: u16) -> Option<u128> {
+        let r = self.range(series);
         self.entries
-            .iter()
-            .find(|e| e.series == series)
+            .get(r.start)
+            .filter(|_| !r.is_empty())
             .map(|e| e.value)
     }
 
     fn ever_contains(&self, series: u16, key: u128) -> bool {
-        self.entries
+        self.entries[self.range(series)]
             .iter()
-            .any(|e| e.series == series && e.value == key)
+            .any(|e| e.value == key)
     }
 
     fn has_any(&self, series: u16) -> bool {
-        self.entries.iter().any(|e| e.series == series)
+        !self.range(series).is_empty()
     }
 
+    /// Inserts `e` into its series' range, in time order.
+    fn insert_sorted(&mut self, r: std::ops::Range<usize>, e: Entry) {
+        let t = e.nanos();
+        let pos = r.start + self.entries[r].partition_point(|x| x.nanos() <= t);
+        self.entries.insert(pos, e);
+    }
+
+    /// Appends to a windowed series: drops what fell out of the window and,
+    /// at the cap, the oldest entry.
     fn append_window(&mut self, series: u16, e: Entry, window: i128, cap: usize) {
         let now = e.nanos();
-        self.entries
-            .retain(|x| x.series != series || now - x.nanos() <= window);
-        let held = self.entries.iter().filter(|x| x.series == series).count();
-        if held >= cap
-            && let Some(oldest) = self.entries.iter().position(|x| x.series == series)
-        {
-            self.entries.remove(oldest);
+        let r = self.range(series);
+        let expired = self.entries[r.clone()].partition_point(|x| now - x.nanos() > window);
+        self.entries.drain(r.start..r.start + expired);
+        let mut r = r.start..r.end - expired;
+        if r.len() >= cap {
+            self.entries.remove(r.start);
+            r = r.start..r.end - 1;
         }
-        self.entries.push(e);
+        self.insert_sorted(r, e);
     }
 
     fn ever_insert(&mut self, series: u16, e: Entry, cap: usize) {
-        if self.ever_contains(series, e.value) {
+        let mut r = self.range(series);
+        if self.entries[r.clone()].iter().any(|x| x.value == e.value) {
             return;
         }
-        let held = self.entries.iter().filter(|x| x.series == series).count();
-        if held >= cap
-            && let Some(oldest) = self.entries.iter().position(|x| x.series == series)
-        {
-            self.entries.remove(oldest);
+        if r.len() >= cap {
+            // The oldest is forgotten first (errs toward holding).
+            self.entries.remove(r.start);
+            r = r.start..r.end - 1;
         }
-        self.entries.push(e);
+        self.insert_sorted(r, e);
     }
 
     fn set_latest(&mut self, series: u16, e: Entry) {
-        match self.entries.iter_mut().find(|x| x.series == series) {
+        let r = self.range(series);
+        match self.entries.get_mut(r.start).filter(|_| !r.is_empty()) {
             Some(x) => *x = e,
-            None => self.entries.push(e),
+            None => self.entries.insert(r.start, e),
         }
     }
 
     fn clear(&mut self, series: u16) {
-        self.entries.retain(|x| x.series != series);
+        let r = self.range(series);
+        self.entries.drain(r);
     }
 
     /// Bytes this state holds on the heap (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>()
+        if self.entries.spilled() {
+            self.entries.capacity() * std::mem::size_of::<Entry>()
+        } else {
+            0
+        }
     }
 }
 
-/// A small set of u128 keys for `distinct`, on the stack up to 32 values.
+/// A set of u128 keys for `distinct`: on the stack up to 32 values, then a
+/// hash set, so that a long window stays linear.
 mod smallset {
+    use std::collections::HashSet;
+
     #[derive(Default)]
     pub struct SmallSet {
         inline: [u128; 32],
         n: usize,
-        spill: Vec<u128>,
+        spill: Option<HashSet<u128, super::Hasher>>,
     }
     impl SmallSet {
         pub fn insert(&mut self, v: u128) {
-            if self.inline[..self.n].contains(&v) || self.spill.contains(&v) {
+            if let Some(set) = &mut self.spill {
+                set.insert(v);
+                return;
+            }
+            if self.inline[..self.n].contains(&v) {
                 return;
             }
             if self.n < self.inline.len() {
                 self.inline[self.n] = v;
                 self.n += 1;
-            } else {
-                self.spill.push(v);
+                return;
             }
+            let mut set: HashSet<u128, super::Hasher> = self.inline.iter().copied().collect();
+            set.insert(v);
+            self.spill = Some(set);
         }
         pub fn len(&self) -> usize {
-            self.n + self.spill.len()
+            self.spill.as_ref().map_or(self.n, HashSet::len)
         }
     }
 }
@@ -195,8 +237,15 @@ pub enum SimSeen {
 /// Where a list's values come from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListError {
-    Full { list: String, max: usize },
-    WrongType { list: String, expected: &'static str, why: &'static str },
+    Full {
+        list: String,
+        max: usize,
+    },
+    WrongType {
+        list: String,
+        expected: &'static str,
+        why: &'static str,
+    },
 }
 
 /// All history the gateway keeps in memory.
@@ -215,7 +264,8 @@ pub struct Facts<'h> {
     now: i128,
 }
 
-fn slot(e: Entity) -> usize {
+/// The index of an entity kind in per-entity arrays.
+pub fn slot(e: Entity) -> usize {
     match e {
         Entity::Line => 0,
         Entity::Device => 1,
@@ -257,10 +307,17 @@ impl History {
     }
 
     /// Looks up every entity a decision may read, once.
-    pub fn facts<'h>(&'h self, rules: &'h CompiledRules, subject: &Subject<'_>, now: Timestamp) -> Facts<'h> {
+    pub fn facts<'h>(
+        &'h self,
+        rules: &'h CompiledRules,
+        subject: &Subject<'_>,
+        now: Timestamp,
+    ) -> Facts<'h> {
         let mut states = [None; 5];
         for e in Entity::ALL {
-            states[slot(*e)] = self.state(*e, subject);
+            if rules.entities_used[slot(*e)] {
+                states[slot(*e)] = self.state(*e, subject);
+            }
         }
         Facts {
             states,
@@ -273,7 +330,13 @@ impl History {
     /// Records `subject` in every series of its kind that its phase and the
     /// series' filter admit, at time `at`. Each entity is looked up once, and
     /// only when some series admits the event.
-    pub fn record(&mut self, rules: &CompiledRules, subject: &Subject<'_>, phase: Phase, at: Timestamp) {
+    pub fn record(
+        &mut self,
+        rules: &CompiledRules,
+        subject: &Subject<'_>,
+        phase: Phase,
+        at: Timestamp,
+    ) {
         let Some(series_ids) = rules.by_kind.get(subject.kind.0 as usize) else {
             return;
         };
@@ -290,7 +353,7 @@ impl History {
                 continue;
             }
             if let Some(f) = &s.filter
-                && eval(f, subject, &rules.queries, &NoHistory) != Val::Bool(true)
+                && !truth(f, subject, &rules.queries, &NoHistory)
             {
                 continue;
             }
@@ -323,7 +386,14 @@ impl History {
         }
     }
 
-    fn record_one(&mut self, rules: &CompiledRules, subject: &Subject<'_>, si: u16, value: u128, at: Timestamp) {
+    fn record_one(
+        &mut self,
+        rules: &CompiledRules,
+        subject: &Subject<'_>,
+        si: u16,
+        value: u128,
+        at: Timestamp,
+    ) {
         let s = &rules.series[si as usize];
         let mut needed = [false; 5];
         needed[slot(s.entity)] = true;
@@ -334,7 +404,11 @@ impl History {
 
     /// Mutable states of the entities `subject` names, created on first
     /// sight, for the slots marked in `needed`.
-    fn states_mut(&mut self, subject: &Subject<'_>, needed: [bool; 5]) -> [Option<&mut EntityState>; 5] {
+    fn states_mut(
+        &mut self,
+        subject: &Subject<'_>,
+        needed: [bool; 5],
+    ) -> [Option<&mut EntityState>; 5] {
         let ev = subject.event;
         let [lines, devices] = &mut self.by_id;
         let [accounts, agents, stores] = &mut self.by_token;
@@ -346,7 +420,10 @@ impl History {
             ev.imei
                 .filter(|_| want(Entity::Device))
                 .map(|m| devices.entry(m.as_u128()).or_default()),
-            token_state(accounts, ev.account.as_ref().filter(|_| want(Entity::Account))),
+            token_state(
+                accounts,
+                ev.account.as_ref().filter(|_| want(Entity::Account)),
+            ),
             token_state(agents, ev.agent.as_ref().filter(|_| want(Entity::Agent))),
             token_state(stores, ev.store.as_ref().filter(|_| want(Entity::Store))),
         ]
@@ -385,7 +462,12 @@ impl History {
     }
 
     /// Adds a value to a list, parsed as the list's declared type.
-    pub fn list_add(&mut self, rules: &CompiledRules, list: &str, value: &str) -> Result<(), ListError> {
+    pub fn list_add(
+        &mut self,
+        rules: &CompiledRules,
+        list: &str,
+        value: &str,
+    ) -> Result<(), ListError> {
         let key = list_key(rules, list, value)?;
         let max = rules.limits.list_items_max;
         let set = self.lists.entry(list.into()).or_default();
@@ -399,7 +481,12 @@ impl History {
         Ok(())
     }
 
-    pub fn list_remove(&mut self, rules: &CompiledRules, list: &str, value: &str) -> Result<(), ListError> {
+    pub fn list_remove(
+        &mut self,
+        rules: &CompiledRules,
+        list: &str,
+        value: &str,
+    ) -> Result<(), ListError> {
         let key = list_key(rules, list, value)?;
         if let Some(set) = self.lists.get_mut(list) {
             set.remove(&key);
@@ -426,14 +513,14 @@ impl History {
         };
         for m in &mut self.by_id {
             m.retain(|_, st| {
-                st.entries.retain(keep);
+                st.entries.retain(|e| keep(e));
                 st.entries.shrink_to_fit();
                 !st.entries.is_empty()
             });
         }
         for m in &mut self.by_token {
             m.retain(|_, st| {
-                st.entries.retain(keep);
+                st.entries.retain(|e| keep(e));
                 st.entries.shrink_to_fit();
                 !st.entries.is_empty()
             });
@@ -452,7 +539,14 @@ impl History {
     }
 }
 
-fn append(state: &mut EntityState, s: &Series, si: u16, value: u128, at: Timestamp, limits: &crate::rules::Limits) {
+fn append(
+    state: &mut EntityState,
+    s: &Series,
+    si: u16,
+    value: u128,
+    at: Timestamp,
+    limits: &crate::rules::Limits,
+) {
     let entry = Entry::new(si, value, at);
     match s.keep {
         Keep::Window(w) => state.append_window(si, entry, w, limits.series_items_max),
@@ -534,7 +628,7 @@ impl crate::rules::Lookup for NoHistory {
     fn count(&self, _: &Query) -> i64 {
         0
     }
-    fn distinct(&self, _: &Query) -> i64 {
+    fn distinct(&self, _: &Query, _: i64) -> i64 {
         0
     }
     fn exists(&self, _: &Query) -> bool {
@@ -558,12 +652,12 @@ impl crate::rules::Lookup for Facts<'_> {
     fn count(&self, q: &Query) -> i64 {
         self.states[slot(q.entity)].map_or(0, |s| s.count(q, self.now))
     }
-    fn distinct(&self, q: &Query) -> i64 {
-        self.states[slot(q.entity)].map_or(0, |s| s.distinct(q, self.now))
+    fn distinct(&self, q: &Query, cap: i64) -> i64 {
+        self.states[slot(q.entity)].map_or(0, |s| s.distinct(q, self.now, cap))
     }
     fn exists(&self, q: &Query) -> bool {
         self.states[slot(q.entity)]
-            .is_some_and(|s| s.in_window(q.series, q.window, self.now).next().is_some())
+            .is_some_and(|s| !s.window(q.series, q.window, self.now).is_empty())
     }
     fn since(&self, q: &Query) -> Option<i128> {
         self.states[slot(q.entity)]?.since(q, self.now)

@@ -109,11 +109,7 @@ impl Compiler<'_> {
                 return None;
             }
         };
-        let verify = r
-            .verify
-            .iter()
-            .map(|(m, _)| self.method(m))
-            .collect();
+        let verify = r.verify.iter().map(|(m, _)| self.method(m)).collect();
         Some(Rule {
             name: r.name.clone(),
             action: match r.action {
@@ -144,10 +140,7 @@ impl Compiler<'_> {
     fn expr(&mut self, a: &Ast, want: Option<Ty>) -> Res<(Node, Ty)> {
         match a {
             Ast::Int(n, _) => Ok((Node::Const(Const::Int(*n)), Ty::Int)),
-            Ast::Duration(d, p) => {
-                self.check_window(*d, *p)?;
-                Ok((Node::Const(Const::Dur(*d)), Ty::Duration))
-            }
+            Ast::Duration(d, _) => Ok((Node::Const(Const::Dur(*d)), Ty::Duration)),
             Ast::Bool(b, _) => Ok((Node::Const(Const::Bool(*b)), Ty::Bool)),
             Ast::Str(s, p) => match want {
                 Some(t) => Ok((Node::Const(string_const(s, t, *p)?), t)),
@@ -173,7 +166,11 @@ impl Compiler<'_> {
                 Ok((Node::Not(Box::new(n)), Ty::Bool))
             }
             Ast::And(xs) | Ast::Or(xs) => {
-                let word = if matches!(a, Ast::And(_)) { "and" } else { "or" };
+                let word = if matches!(a, Ast::And(_)) {
+                    "and"
+                } else {
+                    "or"
+                };
                 let mut items = Vec::with_capacity(xs.len());
                 for x in xs {
                     items.push(self.boolean(x, x.pos(), word)?);
@@ -207,7 +204,14 @@ impl Compiler<'_> {
                     ));
                 }
                 let (lb, rb) = (Box::new(ln), Box::new(rn));
-                Ok((if *plus { Node::Add(lb, rb) } else { Node::Sub(lb, rb) }, lt))
+                Ok((
+                    if *plus {
+                        Node::Add(lb, rb)
+                    } else {
+                        Node::Sub(lb, rb)
+                    },
+                    lt,
+                ))
             }
             Ast::Call(f, q, p) => self.call(*f, q, *p),
         }
@@ -284,6 +288,8 @@ impl Compiler<'_> {
                 "use `is`, `==` or `!=`; <, <=, > and >= compare numbers and durations",
             ));
         }
+        let ln = cap_distinct(ln, &rn);
+        let rn = cap_distinct(rn, &ln);
         let op = match op {
             CmpOp::Eq => Cmp::Eq,
             CmpOp::Ne => Cmp::Ne,
@@ -292,7 +298,7 @@ impl Compiler<'_> {
             CmpOp::Gt => Cmp::Gt,
             CmpOp::Ge => Cmp::Ge,
         };
-        Ok((Node::Cmp(op, Box::new(ln), Box::new(rn)), Ty::Bool))
+        Ok((fuse_cmp(op, ln, rn), Ty::Bool))
     }
 
     fn membership(&mut self, l: &Ast, r: &Ast, p: Pos) -> Res<Node> {
@@ -312,8 +318,13 @@ impl Compiler<'_> {
                         }
                     }
                 }
-                Ok(Node::InConsts(Box::new(ln), consts.into_boxed_slice()))
+                Ok(fuse_in(ln, consts))
             }
+            Ast::ListRef(_, lp) if self.in_filter => Err(RuleError::at(
+                *lp,
+                "lists are not read inside a where".into(),
+                "test the request instead: imei in list blocked_imei",
+            )),
             Ast::ListRef(name, lp) => {
                 let Some(i) = self.built.lists.iter().position(|d| d.name == *name) else {
                     return Err(RuleError::at(
@@ -362,7 +373,7 @@ impl Compiler<'_> {
         let (qi, ty) = self.query(f, q, p)?;
         Ok(match f {
             Func::Count => (Node::Count(qi), Ty::Int),
-            Func::Distinct => (Node::Distinct(qi), Ty::Int),
+            Func::Distinct => (Node::Distinct(qi, i64::MAX), Ty::Int),
             Func::Exists => (Node::Exists(qi), Ty::Bool),
             Func::Since => (Node::Since(qi), Ty::Duration),
             Func::Latest | Func::Ever => (Node::Latest(qi, ty), ty),
@@ -426,7 +437,10 @@ impl Compiler<'_> {
                 return Err(RuleError::at(
                     *kp,
                     format!("unknown event kind {k}"),
-                    &format!("kinds are {}", Ty::Kind.constants().unwrap_or_default().join(", ")),
+                    &format!(
+                        "kinds are {}",
+                        Ty::Kind.constants().unwrap_or_default().join(", ")
+                    ),
                 ));
             };
             kinds.insert(h);
@@ -442,7 +456,10 @@ impl Compiler<'_> {
         let key = entity.key_field();
         if let Some((h, _)) = hkinds.iter().zip(&q.kinds).find(|(h, _)| !h.carries(key)) {
             return Err(RuleError::at(
-                q.kinds.iter().find(|(n, _)| *n == h.name()).map_or(p, |x| x.1),
+                q.kinds
+                    .iter()
+                    .find(|(n, _)| *n == h.name())
+                    .map_or(p, |x| x.1),
                 format!(
                     "{} events carry no {}, so they are never recorded on {}",
                     h.name(),
@@ -455,7 +472,11 @@ impl Compiler<'_> {
         let projection = match (&q.projection, f) {
             (Some((name, pp)), Func::Distinct | Func::Ever | Func::Latest) => {
                 let attr = Attr::from_name(name).ok_or_else(|| {
-                    RuleError::at(*pp, format!("unknown field {name}"), "project a field of the events: eid of ...")
+                    RuleError::at(
+                        *pp,
+                        format!("unknown field {name}"),
+                        "project a field of the events: eid of ...",
+                    )
                 })?;
                 if let Attr::Field(fl) = attr
                     && !hkinds.iter().any(|h| h.carries(fl))
@@ -555,7 +576,10 @@ impl Compiler<'_> {
         if self.built.series.len() >= self.limits.series_max {
             return Err(RuleError::at(
                 p,
-                format!("more than series_max ({}) distinct history queries", self.limits.series_max),
+                format!(
+                    "more than series_max ({}) distinct history queries",
+                    self.limits.series_max
+                ),
                 "reuse the same query shapes across rules",
             ));
         }
@@ -582,6 +606,55 @@ impl Compiler<'_> {
         )?;
         self.built.devices = Some(i);
         Ok(i)
+    }
+}
+
+/// `attr in [codes]` becomes one bit test.
+fn fuse_in(ln: Node, consts: Vec<Const>) -> Node {
+    if let Node::Attr(a) = ln {
+        let mut mask = 0u64;
+        let all_codes = consts.iter().all(|c| match c {
+            Const::Code(c) if *c < 64 => {
+                mask |= 1 << c;
+                true
+            }
+            _ => false,
+        });
+        if all_codes {
+            return Node::CodeIn(a, mask);
+        }
+    }
+    Node::InConsts(Box::new(ln), consts.into_boxed_slice())
+}
+
+/// `attr == code` and `latest(...) == code` become single tests. `!=` stays
+/// a comparison: with an absent value it is false, where `not (==)` is true.
+fn fuse_cmp(op: Cmp, ln: Node, rn: Node) -> Node {
+    match (op, ln, rn) {
+        (Cmp::Eq, Node::Attr(a), Node::Const(Const::Code(c)))
+        | (Cmp::Eq, Node::Const(Const::Code(c)), Node::Attr(a))
+            if c < 64 =>
+        {
+            Node::CodeIn(a, 1 << c)
+        }
+        (Cmp::Eq, Node::Latest(q, ty), Node::Const(Const::Code(c)))
+        | (Cmp::Eq, Node::Const(Const::Code(c)), Node::Latest(q, ty))
+            if !matches!(ty, Ty::Bool) && ty.constants().is_some() =>
+        {
+            Node::LatestIs(q, c)
+        }
+        (op, ln, rn) => Node::Cmp(op, Box::new(ln), Box::new(rn)),
+    }
+}
+
+/// `distinct(...)` compared with a constant N never needs to count past
+/// N + 1, which keeps a busy agent's hour of history cheap to read.
+fn cap_distinct(n: Node, other: &Node) -> Node {
+    match (n, other) {
+        (Node::Distinct(q, _), Node::Const(Const::Int(c))) => {
+            Node::Distinct(q, c.saturating_add(1).max(0))
+        }
+        (n, _) => n,
     }
 }
 

@@ -179,10 +179,7 @@ pub fn lex(src: &str, limits: &Limits) -> Result<Vec<(Tok, Pos)>, RuleError> {
                             Some('\\') => s.push('\\'),
                             _ => {
                                 return Err(RuleError::at(
-                                    Pos {
-                                        line,
-                                        col,
-                                    },
+                                    Pos { line, col },
                                     "unknown escape in a string".into(),
                                     "only \\\" and \\\\ are escapes",
                                 ));

@@ -24,12 +24,16 @@ use std::fmt;
 /// The ruleset built into the binary (the same file fraud teams copy and edit).
 pub const DEFAULT_RULES: &str = include_str!("../../rules/default.rules");
 
+/// The most rules any ruleset may hold, whatever the configured limit.
+pub const RULES_MAX_HARD: usize = 128;
+
 /// Limits on what a ruleset may ask for. Each is named with its unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes of rules source.
     pub source_bytes_max: usize,
-    /// Rules in one ruleset.
+    /// Rules in one ruleset (at most [`RULES_MAX_HARD`]: decisions carry
+    /// their matched rules as a 128-bit set).
     pub rules_max: usize,
     /// Nesting levels of a condition (parentheses, `not`, function calls).
     pub expr_depth_max: usize,
@@ -59,7 +63,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             source_bytes_max: 1 << 20,
-            rules_max: 256,
+            rules_max: RULES_MAX_HARD,
             expr_depth_max: 32,
             set_items_max: 64,
             lists_max: 64,
@@ -130,13 +134,19 @@ pub struct CompiledRules {
     pub devices: Option<u16>,
     /// For each history kind, the series that record it.
     pub by_kind: Vec<Vec<u16>>,
+    /// Which entities any series is kept on, by [`crate::history::slot`].
+    pub entities_used: [bool; 5],
     pub limits: Limits,
 }
 
 impl CompiledRules {
     /// Compiles `src`; `file` names it in errors, and its stem is the label
     /// when the file has no `ruleset "label"` line.
-    pub fn compile(file: &str, src: &str, limits: &Limits) -> Result<CompiledRules, Vec<RuleError>> {
+    pub fn compile(
+        file: &str,
+        src: &str,
+        limits: &Limits,
+    ) -> Result<CompiledRules, Vec<RuleError>> {
         let named = |mut e: RuleError| {
             e.file = file.to_string();
             e
@@ -156,8 +166,8 @@ impl CompiledRules {
         let ast = parser::Parser::new(&toks, limits)
             .file()
             .map_err(|e| vec![named(e)])?;
-        let built =
-            compile::compile(&ast, limits).map_err(|es| es.into_iter().map(named).collect::<Vec<_>>())?;
+        let built = compile::compile(&ast, limits)
+            .map_err(|es| es.into_iter().map(named).collect::<Vec<_>>())?;
         let mut by_kind = vec![Vec::new(); HKind::COUNT];
         for (i, s) in built.series.iter().enumerate() {
             for (k, list) in by_kind.iter_mut().enumerate() {
@@ -166,8 +176,15 @@ impl CompiledRules {
                 }
             }
         }
+        let mut entities_used = [false; 5];
+        for s in &built.series {
+            entities_used[crate::history::slot(s.entity)] = true;
+        }
         let digest = ring::digest::digest(&ring::digest::SHA256, src.as_bytes());
-        let hash = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hash = digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let label = ast.label.unwrap_or_else(|| {
             std::path::Path::new(file)
                 .file_stem()
@@ -183,6 +200,7 @@ impl CompiledRules {
             methods: built.methods,
             devices: built.devices,
             by_kind,
+            entities_used,
             limits: limits.clone(),
         })
     }
@@ -208,7 +226,12 @@ impl CompiledRules {
 
     /// A one-line summary for `rules check`.
     pub fn summary(&self) -> String {
-        let count = |a: Action| self.rules.iter().filter(|r| r.action == a && !r.shadow).count();
+        let count = |a: Action| {
+            self.rules
+                .iter()
+                .filter(|r| r.action == a && !r.shadow)
+                .count()
+        };
         format!(
             "ok: ruleset {:?} ({}): {} rules ({} deny, {} hold, {} allow, {} shadow), {} history series, {} lists, longest window {}d",
             self.label,
@@ -264,7 +287,11 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused_not_overflowed() {
-        let src = format!("rule a deny when {}true{}", "(".repeat(100_000), ")".repeat(100_000));
+        let src = format!(
+            "rule a deny when {}true{}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
         let e = err(&src);
         assert!(e.message.contains("expr_depth_max"), "{e}");
         let src = format!("rule a deny when {}true", "not ".repeat(100_000));

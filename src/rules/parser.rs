@@ -256,7 +256,10 @@ impl<'a> Parser<'a> {
                 (t, p) => {
                     return Err(RuleError::at(
                         p,
-                        format!("expected the ruleset's label as a string, found {}", t.describe()),
+                        format!(
+                            "expected the ruleset's label as a string, found {}",
+                            t.describe()
+                        ),
                         "write: ruleset \"default\"",
                     ));
                 }
@@ -264,10 +267,11 @@ impl<'a> Parser<'a> {
         }
         loop {
             if self.is_word("rule") {
-                if file.rules.len() >= self.limits.rules_max {
+                let max = self.limits.rules_max.min(super::RULES_MAX_HARD);
+                if file.rules.len() >= max {
                     return Err(RuleError::at(
                         self.pos(),
-                        format!("more than rules_max ({}) rules", self.limits.rules_max),
+                        format!("more than rules_max ({max}) rules"),
                         "split the policy or remove rules that never fire",
                     ));
                 }
@@ -276,7 +280,11 @@ impl<'a> Parser<'a> {
             } else if self.is_word("list") {
                 let pos = self.bump().1;
                 let (name, _) = self.name("a list name")?;
-                self.expect(Tok::Colon, "`:` and the list's value type", "write: list blocked_imei: imei")?;
+                self.expect(
+                    Tok::Colon,
+                    "`:` and the list's value type",
+                    "write: list blocked_imei: imei",
+                )?;
                 let ty = self.name("the list's value type")?;
                 file.lists.push(ListDecl { name, pos, ty });
             } else if *self.peek() == Tok::Eof {
@@ -296,7 +304,10 @@ impl<'a> Parser<'a> {
         } else if self.eat_word("deny") {
             (Action::Deny, vec![])
         } else if self.eat_word("hold") {
-            self.expect_word("verify", "a hold names how the customer verifies: hold verify otp_existing_contact")?;
+            self.expect_word(
+                "verify",
+                "a hold names how the customer verifies: hold verify otp_existing_contact",
+            )?;
             let mut methods = vec![self.name("a verification method")?];
             while *self.peek() == Tok::Comma {
                 self.bump();
@@ -328,7 +339,10 @@ impl<'a> Parser<'a> {
                 (t, p) => {
                     return Err(RuleError::at(
                         p,
-                        format!("expected the description as a string, found {}", t.describe()),
+                        format!(
+                            "expected the description as a string, found {}",
+                            t.describe()
+                        ),
                         "write: description \"why the rule exists\"",
                     ));
                 }
@@ -423,7 +437,8 @@ impl<'a> Parser<'a> {
             let right = self.sum()?;
             return Ok(Ast::Is(neg, Box::new(left), Box::new(right), pos));
         }
-        let neg = if self.is_word("not") && matches!(self.toks.get(self.i + 1), Some((Tok::Word(w), _)) if w == "in")
+        let neg = if self.is_word("not")
+            && matches!(self.toks.get(self.i + 1), Some((Tok::Word(w), _)) if w == "in")
         {
             self.bump();
             true
@@ -483,7 +498,10 @@ impl<'a> Parser<'a> {
                     if items.len() >= self.limits.set_items_max {
                         return Err(RuleError::at(
                             pos,
-                            format!("more than set_items_max ({}) values in [...]", self.limits.set_items_max),
+                            format!(
+                                "more than set_items_max ({}) values in [...]",
+                                self.limits.set_items_max
+                            ),
                             "put long sets in a list: list NAME: TYPE",
                         ));
                     }
@@ -511,11 +529,19 @@ impl<'a> Parser<'a> {
                 self.enter()?;
                 let q = self.query()?;
                 self.depth -= 1;
-                self.expect(Tok::RParen, "`)`", "a function takes one query: count(auth_failure on account within 1h)")?;
+                self.expect(
+                    Tok::RParen,
+                    "`)`",
+                    "a function takes one query: count(auth_failure on account within 1h)",
+                )?;
                 Ok(Ast::Call(func, Box::new(q), pos))
             }
-            // Decisions are constants too (`where decision is hold`).
-            Tok::Word(w) if !KEYWORDS.contains(&w.as_str()) || matches!(w.as_str(), "allow" | "hold" | "deny") => {
+            // Decisions are constants too (`where decision is hold`), and
+            // `list` is also the field of list_add / list_remove.
+            Tok::Word(w)
+                if !KEYWORDS.contains(&w.as_str())
+                    || matches!(w.as_str(), "allow" | "hold" | "deny" | "list") =>
+            {
                 Ok(Ast::Name(w, pos))
             }
             t => {
@@ -547,11 +573,18 @@ impl<'a> Parser<'a> {
                     break;
                 }
             }
-            self.expect(Tok::RBracket, "`]` or `,`", "kinds read [sim_swap, esim_transfer]")?;
+            self.expect(
+                Tok::RBracket,
+                "`]` or `,`",
+                "kinds read [sim_swap, esim_transfer]",
+            )?;
         } else {
             kinds.push(self.name("an event kind")?);
         }
-        self.expect_word("on", "a query names its entity: ... on line, on account, on agent, on device or on store")?;
+        self.expect_word(
+            "on",
+            "a query names its entity: ... on line, on account, on agent, on device or on store",
+        )?;
         let entity = self.name("an entity: line, account, agent, device or store")?;
         let mut within = None;
         if self.is_word("within") {

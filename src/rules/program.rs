@@ -295,10 +295,16 @@ pub enum Node {
     Add(Box<Node>, Box<Node>),
     Sub(Box<Node>, Box<Node>),
     InConsts(Box<Node>, Box<[Const]>),
+    /// An enumerated attribute (or the kind) whose code is in the mask:
+    /// `kind in [sim_swap, esim_transfer]`, `scope is port_out`.
+    CodeIn(Attr, u64),
+    /// The latest value of a query is this code: `latest(...) is lock`.
+    LatestIs(u16, u8),
     InList(Box<Node>, u16),
     InEver(Box<Node>, u16),
     Count(u16),
-    Distinct(u16),
+    /// Distinct values of a query, counted up to the second number.
+    Distinct(u16, i64),
     Exists(u16),
     Since(u16),
     /// The latest value, of the given type.
@@ -366,7 +372,9 @@ pub struct Rule {
 /// Reads what a condition needs beyond the subject event: history and lists.
 pub trait Lookup {
     fn count(&self, q: &Query) -> i64;
-    fn distinct(&self, q: &Query) -> i64;
+    /// Distinct projected values, counted up to `cap` (a comparison with a
+    /// constant needs no more).
+    fn distinct(&self, q: &Query, cap: i64) -> i64;
     fn exists(&self, q: &Query) -> bool;
     /// Nanoseconds since the latest matching event, if any within the window.
     fn since(&self, q: &Query) -> Option<i128>;
@@ -392,6 +400,23 @@ impl<'a> Subject<'a> {
             kind: HKind::of(event.kind),
             decision: None,
             new_device: None,
+        }
+    }
+
+    /// The code of an enumerated attribute, if present.
+    pub fn code(&self, a: Attr) -> Option<u8> {
+        let e = self.event;
+        match a {
+            Attr::Decision => self.decision.map(|d| d as u8),
+            Attr::Field(Field::Kind) => Some(self.kind.0),
+            Attr::Field(Field::Channel) => e.channel.map(|v| v as u8),
+            Attr::Field(Field::Change) => e.change.map(|v| v as u8),
+            Attr::Field(Field::Scope) => e.scope.map(|v| v as u8),
+            Attr::Field(Field::Result) => e.result.map(|v| v as u8),
+            _ => match self.get(a) {
+                Val::Code(c) => Some(c),
+                _ => None,
+            },
         }
     }
 
@@ -452,12 +477,10 @@ pub fn eval<'a, L: Lookup>(n: &'a Node, s: &Subject<'a>, qs: &'a [Query], l: &L)
     match n {
         Node::Const(c) => c.val(),
         Node::Attr(a) => s.get(*a),
-        Node::Not(x) => match eval(x, s, qs, l) {
-            Val::Bool(b) => Val::Bool(!b),
-            _ => Val::Bool(true),
-        },
-        Node::And(xs) => Val::Bool(xs.iter().all(|x| truthy(eval(x, s, qs, l)))),
-        Node::Or(xs) => Val::Bool(xs.iter().any(|x| truthy(eval(x, s, qs, l)))),
+        Node::Not(x) => Val::Bool(!truth(x, s, qs, l)),
+        Node::And(_) | Node::Or(_) | Node::CodeIn(..) | Node::LatestIs(..) => {
+            Val::Bool(truth(n, s, qs, l))
+        }
         Node::Cmp(op, a, b) => Val::Bool(compare(*op, eval(a, s, qs, l), eval(b, s, qs, l))),
         Node::Add(a, b) => arith(eval(a, s, qs, l), eval(b, s, qs, l), true),
         Node::Sub(a, b) => arith(eval(a, s, qs, l), eval(b, s, qs, l), false),
@@ -474,7 +497,7 @@ pub fn eval<'a, L: Lookup>(n: &'a Node, s: &Subject<'a>, qs: &'a [Query], l: &L)
             None => Val::Bool(false),
         },
         Node::Count(i) => Val::Int(l.count(q(i))),
-        Node::Distinct(i) => Val::Int(l.distinct(q(i))),
+        Node::Distinct(i, cap) => Val::Int(l.distinct(q(i), *cap)),
         Node::Exists(i) => Val::Bool(l.exists(q(i))),
         Node::Since(i) => l.since(q(i)).map_or(Val::Absent, Val::Dur),
         Node::Latest(i, ty) => match l.latest(q(i)) {
@@ -489,8 +512,18 @@ pub fn eval<'a, L: Lookup>(n: &'a Node, s: &Subject<'a>, qs: &'a [Query], l: &L)
     }
 }
 
-fn truthy(v: Val<'_>) -> bool {
-    v == Val::Bool(true)
+/// Evaluates a boolean condition: the hot path of every decision, without
+/// building intermediate values where the node shapes allow.
+pub fn truth<'a, L: Lookup>(n: &'a Node, s: &Subject<'a>, qs: &'a [Query], l: &L) -> bool {
+    match n {
+        Node::And(xs) => xs.iter().all(|x| truth(x, s, qs, l)),
+        Node::Or(xs) => xs.iter().any(|x| truth(x, s, qs, l)),
+        Node::Not(x) => !truth(x, s, qs, l),
+        Node::CodeIn(a, mask) => s.code(*a).is_some_and(|c| c < 64 && mask & (1 << c) != 0),
+        Node::LatestIs(i, c) => l.latest(&qs[*i as usize]) == Some(u128::from(*c)),
+        Node::Exists(i) => l.exists(&qs[*i as usize]),
+        _ => eval(n, s, qs, l) == Val::Bool(true),
+    }
 }
 
 fn compare(op: Cmp, a: Val<'_>, b: Val<'_>) -> bool {

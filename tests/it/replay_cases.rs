@@ -40,9 +40,18 @@ fn every_replay_case_matches() {
             let wv: Value = serde_json::from_str(w)
                 .unwrap_or_else(|e| panic!("{name}.out.jsonl line {}: {e}", i + 1));
             if !subset(&wv, &gv) {
-                failures.push(format!("{name} output line {}:\n  want {w}\n  got  {g}", i + 1));
+                failures.push(format!(
+                    "{name} output line {}:\n  want {w}\n  got  {g}",
+                    i + 1
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), names.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        names.len(),
+        failures.join("\n")
+    );
 }
