@@ -452,3 +452,84 @@ pub fn verify_methods(rules: &CompiledRules, matched: u128) -> Vec<&str> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{AtRule, parse_line};
+
+    fn engine(records_max: usize) -> Engine {
+        Engine::with_limits(
+            Arc::new(CompiledRules::default_rules()),
+            EngineLimits {
+                decision_records_max: records_max,
+            },
+        )
+    }
+
+    fn swap(id: &str, msisdn: &str, at: &str) -> Event {
+        parse_line(
+            &format!(
+                r#"{{"id":"{id}","kind":"sim_swap","at":"{at}","msisdn":"{msisdn}","account":"A{}","iccid":"8944110000000000008"}}"#,
+                &msisdn[1..]
+            ),
+            AtRule::Required,
+        )
+        .expect("valid swap")
+    }
+
+    fn run(e: &mut Engine, ev: &Event) -> Answer {
+        e.handle(ev, ev.at.expect("at"))
+    }
+
+    #[test]
+    fn records_are_bounded_and_holds_outlive_them() {
+        let mut e = engine(4);
+        // A held request: a second swap on the same line within 30 days.
+        let first = swap("h0", "+447700900001", "2026-03-01T10:00:00Z");
+        let held = swap("h1", "+447700900001", "2026-03-01T10:01:00Z");
+        run(&mut e, &first);
+        assert!(matches!(run(&mut e, &held), Answer::Decision(d) if d.outcome == Outcome::Hold));
+        for i in 0..20 {
+            let ev = swap(
+                &format!("r{i}"),
+                &format!("+4477009010{i:02}"),
+                "2026-03-01T11:00:00Z",
+            );
+            run(&mut e, &ev);
+        }
+        // Early records were forgotten: the same id with other content is
+        // decided afresh instead of conflicting.
+        let reused = swap("r0", "+447700909999", "2026-03-01T12:00:00Z");
+        assert!(matches!(run(&mut e, &reused), Answer::Decision(d) if !d.retry));
+        // The pending hold is still known: its retry answers as before, and
+        // a verification releases it.
+        assert!(
+            matches!(run(&mut e, &held), Answer::Decision(d) if d.retry && d.outcome == Outcome::Hold)
+        );
+        let pass = parse_line(
+            r#"{"kind":"verification","ref":"h1","result":"pass","at":"2026-03-01T12:00:00Z"}"#,
+            AtRule::Required,
+        )
+        .expect("valid verification");
+        assert!(matches!(run(&mut e, &pass), Answer::Signal { .. }));
+        assert!(matches!(run(&mut e, &held), Answer::Decision(d) if d.outcome == Outcome::Allow));
+    }
+
+    #[test]
+    fn a_decision_retry_changes_no_history() {
+        let mut e = engine(1000);
+        let a = swap("a", "+447700900002", "2026-03-01T10:00:00Z");
+        run(&mut e, &a);
+        let before = e.history().approx_bytes();
+        let again = swap("a", "+447700900002", "2026-03-02T10:00:00Z");
+        assert!(
+            matches!(run(&mut e, &again), Answer::Decision(d) if d.retry && d.outcome == Outcome::Allow)
+        );
+        assert_eq!(e.history().approx_bytes(), before);
+        // A different swap on the line within 30 days is held: the first
+        // swap's history is there exactly once.
+        let b = swap("b", "+447700900002", "2026-03-02T10:00:00Z");
+        assert!(matches!(run(&mut e, &b), Answer::Decision(d) if d.outcome == Outcome::Hold));
+    }
+}

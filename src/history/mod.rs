@@ -527,6 +527,30 @@ impl History {
         }
     }
 
+    /// Bytes the history holds: hash tables at their capacity (keys, states,
+    /// control bytes), spilled entry vectors, token keys and lists. An
+    /// accounting of what this module owns, beside the process's RSS.
+    pub fn approx_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let table = |cap: usize, slot: usize| cap * (slot + 1);
+        let mut total = 0;
+        for m in &self.by_id {
+            total += table(m.capacity(), size_of::<(u128, EntityState)>());
+            total += m.values().map(EntityState::heap_bytes).sum::<usize>();
+        }
+        for m in &self.by_token {
+            total += table(m.capacity(), size_of::<(Box<str>, EntityState)>());
+            total += m
+                .iter()
+                .map(|(k, v)| k.len() + v.heap_bytes())
+                .sum::<usize>();
+        }
+        for (name, set) in &self.lists {
+            total += name.len() + table(set.capacity(), size_of::<u128>());
+        }
+        total
+    }
+
     /// Entities with history, per kind (line, device, account, agent, store).
     pub fn entity_counts(&self) -> [usize; 5] {
         [
