@@ -264,8 +264,9 @@ impl Engine {
         let facts = self.history.facts(rules, &subject, now);
         let (mut matched, mut shadow) = (0u128, 0u128);
         let (mut deny, mut allow, mut hold) = (false, false, false);
+        let kind_bit = 1u64 << subject.kind.0;
         for (i, r) in rules.rules.iter().enumerate() {
-            if !truth(&r.cond, &subject, &rules.queries, &facts) {
+            if r.kinds & kind_bit == 0 || !truth(&r.cond, &subject, &rules.queries, &facts) {
                 continue;
             }
             if r.shadow {

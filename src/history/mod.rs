@@ -14,8 +14,8 @@
 use crate::contract::Timestamp;
 use crate::contract::ident::{Imei, Imsi, Msisdn, Token};
 use crate::rules::{CompiledRules, Entity, Keep, Query, Series, Subject, Val, key_of, truth};
+use hashbrown::{HashMap, HashSet};
 use smallvec::SmallVec;
-use std::collections::{HashMap, HashSet};
 
 /// Fast, seeded, deterministic hashing (foldhash): the core draws no
 /// randomness, and a replay must behave the same on every run.
@@ -183,7 +183,7 @@ impl EntityState {
 /// A set of u128 keys for `distinct`: on the stack up to 32 values, then a
 /// hash set, so that a long window stays linear.
 mod smallset {
-    use std::collections::HashSet;
+    use hashbrown::HashSet;
 
     #[derive(Default)]
     pub struct SmallSet {
@@ -612,12 +612,8 @@ fn token_state<'m>(
     map: &'m mut Map<Box<str>, EntityState>,
     t: Option<&Token>,
 ) -> Option<&'m mut EntityState> {
-    let t = t?;
-    // Look up before inserting: allocating the key only on first sight.
-    if !map.contains_key(t.as_str()) {
-        map.insert(t.as_str().into(), EntityState::default());
-    }
-    map.get_mut(t.as_str())
+    // One lookup; the key is allocated only on first sight.
+    Some(map.entry_ref(t?.as_str()).or_default())
 }
 
 fn list_key(rules: &CompiledRules, list: &str, value: &str) -> Result<u128, ListError> {

@@ -120,6 +120,7 @@ impl Compiler<'_> {
             verify,
             shadow: r.shadow,
             description: r.description.clone(),
+            kinds: possible_kinds(&cond),
             cond,
         })
     }

@@ -286,6 +286,36 @@ mod tests {
     }
 
     #[test]
+    fn rules_know_which_request_kinds_they_can_match() {
+        use crate::contract::Kind;
+        let r = CompiledRules::default_rules();
+        let kinds = |name: &str| r.rules.iter().find(|x| x.name == name).unwrap().kinds;
+        let bit = |k: Kind| 1u64 << k as u8;
+        assert_eq!(kinds("port_after_sim_change"), bit(Kind::PortOut));
+        assert_eq!(
+            kinds("account_lock"),
+            bit(Kind::PortOut) | bit(Kind::SimSwap) | bit(Kind::EsimTransfer)
+        );
+        // No kind test: any kind.
+        assert_eq!(kinds("fraud_reported"), u64::MAX);
+    }
+
+    #[test]
+    fn more_rules_than_the_hard_limit_are_refused() {
+        let src: String = (0..=RULES_MAX_HARD)
+            .map(|i| format!("rule r{i} deny when kind is port_out\n"))
+            .collect();
+        let limits = Limits {
+            rules_max: 1000,
+            ..Limits::default()
+        };
+        let e = CompiledRules::compile("t.rules", &src, &limits)
+            .unwrap_err()
+            .remove(0);
+        assert!(e.message.contains("rules_max (128)"), "{e}");
+    }
+
+    #[test]
     fn deep_nesting_is_refused_not_overflowed() {
         let src = format!(
             "rule a deny when {}true{}",

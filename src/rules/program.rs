@@ -367,6 +367,19 @@ pub struct Rule {
     pub shadow: bool,
     pub description: Option<String>,
     pub cond: Node,
+    /// Request kinds for which `cond` can hold (bit = kind code): a rule
+    /// that starts `kind is port_out` is not evaluated for a SIM swap.
+    pub kinds: u64,
+}
+
+/// The request kinds for which `n` can be true, from its `kind` tests.
+pub fn possible_kinds(n: &Node) -> u64 {
+    match n {
+        Node::CodeIn(Attr::Field(Field::Kind), mask) => *mask,
+        Node::And(xs) => xs.iter().fold(u64::MAX, |k, x| k & possible_kinds(x)),
+        Node::Or(xs) => xs.iter().fold(0, |k, x| k | possible_kinds(x)),
+        _ => u64::MAX,
+    }
 }
 
 /// Reads what a condition needs beyond the subject event: history and lists.
