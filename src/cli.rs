@@ -45,8 +45,8 @@ pub enum Command {
         seed: u64,
         #[arg(long, default_value_t = 10_000)]
         events: u64,
-        /// Subscribers in the population.
-        #[arg(long, default_value_t = 10_000)]
+        /// Subscribers in the population (1 to 10,000,000).
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::traffic::SUBSCRIBERS_MAX)))]
         subscribers: u32,
         /// Output file (default: standard output).
         #[arg(long)]
@@ -120,12 +120,26 @@ pub fn load_rules(path: Option<&Path>) -> Result<CompiledRules, String> {
 /// Loads `NAME=FILE` list arguments into the engine.
 pub fn load_lists(engine: &mut Engine, lists: &[String]) -> Result<(), String> {
     for arg in lists {
-        let Some((name, file)) = arg.split_once('=') else {
+        let Some((name, file)) = arg
+            .split_once('=')
+            .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+        else {
             return Err(format!("--list {arg}: expected NAME=FILE"));
         };
         if !engine.current().lists.iter().any(|d| d.name == name) {
+            let declared: Vec<&str> = engine
+                .current()
+                .lists
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect();
             return Err(format!(
-                "--list {arg}: the ruleset declares no list {name} (declare it: list {name}: imei)"
+                "--list {arg}: the ruleset declares no list {name} (it declares: {}; declare one with `list {name}: TYPE`)",
+                if declared.is_empty() {
+                    "none".to_string()
+                } else {
+                    declared.join(", ")
+                }
             ));
         }
         let f =
@@ -138,7 +152,7 @@ pub fn load_lists(engine: &mut Engine, lists: &[String]) -> Result<(), String> {
             }
             engine
                 .list_add(name, value)
-                .map_err(|e| format!("{file}:{}: {e:?}", i + 1))?;
+                .map_err(|e| format!("{file}:{}: {e}", i + 1))?;
         }
     }
     Ok(())

@@ -81,18 +81,28 @@ fn with_luhn(body: &str) -> String {
     format!("{body}{}", (10 - sum % 10) % 10)
 }
 
+/// The largest population the identifier layouts below have room for.
+pub const SUBSCRIBERS_MAX: u32 = 10_000_000;
+
+// Subscriber `i` is below SUBSCRIBERS_MAX (Generator::new clamps), so every
+// layout below has its exact digit count.
+
 pub fn msisdn(i: u32) -> Msisdn {
-    // Invariant: "+4470" and 8 digits is a valid E.164 number.
+    // Invariant: "+4470" and 8 digits (i < 10^8) is a valid E.164 number.
     Msisdn::parse(&format!("+4470{i:08}")).expect("generated msisdn")
 }
 pub fn imsi(i: u32, generation: u32) -> Imsi {
+    let i = i % SUBSCRIBERS_MAX;
+    // Invariant: 5 + 3 + 7 digits is a 15-digit IMSI.
     Imsi::parse(&format!("23415{:03}{i:07}", generation % 1000)).expect("generated imsi")
 }
 pub fn imei(i: u32, generation: u32) -> Imei {
     let tac = 35_693_803 + generation % 50;
+    // Invariant: 8 + 6 digits and a Luhn digit is a valid IMEI.
     Imei::parse(&with_luhn(&format!("{tac:08}{:06}", i % 1_000_000))).expect("generated imei")
 }
 pub fn iccid(i: u32, generation: u32) -> Iccid {
+    // Invariant: "8944" + 3 + 11 digits and a Luhn digit is a valid ICCID.
     Iccid::parse(&with_luhn(&format!("8944{:03}{i:011}", generation % 1000)))
         .expect("generated iccid")
 }
@@ -100,12 +110,15 @@ pub fn eid(i: u32, generation: u32) -> Eid {
     let body = format!("89049032{:06}{i:016}", generation % 1_000_000);
     let n: u128 = body.parse::<u128>().unwrap_or(0) * 100;
     let check = 98 - (n % 97);
+    // Invariant: 30 digits and their ISO 7064 MOD 97-10 check digits.
     Eid::parse(&format!("{body}{check:02}")).expect("generated eid")
 }
 pub fn account(i: u32) -> Token {
+    // Invariant: "acct-" and digits is a token.
     Token::parse(&format!("acct-{i}")).expect("generated account")
 }
 fn token(prefix: &str, i: u64) -> Token {
+    // Invariant: callers pass token-safe prefixes; digits are token-safe.
     Token::parse(&format!("{prefix}{i}")).expect("generated token")
 }
 
@@ -129,7 +142,11 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(cfg: Config) -> Generator {
-        let n = cfg.subscribers.max(1) as usize;
+        let cfg = Config {
+            subscribers: cfg.subscribers.clamp(1, SUBSCRIBERS_MAX),
+            ..cfg
+        };
+        let n = cfg.subscribers as usize;
         Generator {
             rng: Rng::new(cfg.seed),
             subs: vec![Sub::default(); n],

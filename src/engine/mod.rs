@@ -407,22 +407,11 @@ impl Engine {
 }
 
 fn list_error(e: ListError, ev: &Event) -> ContractError {
-    let mut err = match e {
-        ListError::Full { list, max } => ContractError::new(
-            ErrorCode::InvalidValue,
-            Some("list"),
-            format!("list {list} is full (list_items_max = {max})"),
-        ),
-        ListError::WrongType {
-            list,
-            expected,
-            why,
-        } => ContractError::new(
-            ErrorCode::InvalidValue,
-            Some("value"),
-            format!("list {list} holds {expected}: {why}"),
-        ),
+    let field = match e {
+        ListError::Full { .. } => "list",
+        ListError::WrongType { .. } => "value",
     };
+    let mut err = ContractError::new(ErrorCode::InvalidValue, Some(field), e.to_string());
     err.id.clone_from(&ev.id);
     err
 }

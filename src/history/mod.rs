@@ -248,6 +248,21 @@ pub enum ListError {
     },
 }
 
+impl std::fmt::Display for ListError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListError::Full { list, max } => {
+                write!(f, "list {list} is full (list_items_max = {max})")
+            }
+            ListError::WrongType {
+                list,
+                expected,
+                why,
+            } => write!(f, "list {list} holds {expected}: {why}"),
+        }
+    }
+}
+
 /// All history the gateway keeps in memory.
 #[derive(Debug, Default)]
 pub struct History {

@@ -489,7 +489,17 @@ impl<'a> Parser<'a> {
             Tok::Str(s) => Ok(Ast::Str(s, pos)),
             Tok::LParen => {
                 let e = self.expr()?;
-                self.expect(Tok::RParen, "`)`", "every ( needs its )")?;
+                if *self.peek() != Tok::RParen {
+                    return Err(RuleError::at(
+                        pos,
+                        format!(
+                            "this ( is not closed: found {} where `)` belongs",
+                            self.peek().describe()
+                        ),
+                        "every ( needs its )",
+                    ));
+                }
+                self.bump();
                 Ok(e)
             }
             Tok::LBracket => {
