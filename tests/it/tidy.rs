@@ -598,3 +598,37 @@ fn ci_runs_the_tests_rustfmt_and_clippy() {
         ".ci/run does not run `cargo clippy --all-targets ... -- -D warnings`"
     );
 }
+
+/// No rule lives in Rust: no name, threshold or window of the default
+/// ruleset appears in the sources (string literals included), so the
+/// default set can be edited like any other and the engine derives its
+/// history from the compiled rules alone.
+#[test]
+fn no_default_rule_is_written_in_rust() {
+    let rules = portcullis::rules::CompiledRules::default_rules();
+    let names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names.len(), 13);
+    // Windows and thresholds as the default file spells them.
+    let literals = ["\"48h\"", "\"30d\"", "\"7d\"", "\"24h\""];
+    let mut found = Vec::new();
+    for path in rust_files(&repo().join("src")) {
+        let full = read(&path);
+        // Unit tests (at the end of each file) may name rules.
+        let text = full.split("#[cfg(test)]").next().unwrap_or("");
+        for name in &names {
+            if text.contains(name) {
+                found.push(format!("{}: rule name {name}", rel(&path)));
+            }
+        }
+        for lit in literals {
+            if text.contains(lit) {
+                found.push(format!("{}: window {lit}", rel(&path)));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the default ruleset leaks into Rust:\n{}",
+        found.join("\n")
+    );
+}
