@@ -6,7 +6,7 @@
 //! processing goes on: nothing else is lost.
 
 use crate::contract::{self, AtRule, ContractError, ErrorCode, Event, Timestamp};
-use crate::engine::{Answer, Decided, Engine, rule_names, verify_methods};
+use crate::engine::{Answer, Decided, Engine, verify_methods};
 use crate::rules::{CompiledRules, Outcome};
 use std::io::{self, BufRead, Write};
 
@@ -231,16 +231,64 @@ pub fn write_decision(buf: &mut Vec<u8>, id: Option<&str>, d: &Decided, rules: &
     buf.extend_from_slice(b",\"decision\":\"");
     buf.extend_from_slice(d.outcome.as_str().as_bytes());
     buf.extend_from_slice(b"\",\"rules\":");
-    json_list(buf, rule_names(rules, d.matched));
+    names(buf, rules, d.matched);
     buf.extend_from_slice(b",\"verify\":");
-    json_list(buf, verify_methods(rules, d.matched).into_iter());
+    if rules.methods.len() <= 128 {
+        // Methods in order of first appearance among the matched hold rules.
+        let mut seen = 0u128;
+        let mut first = true;
+        buf.push(b'[');
+        for_each_bit(d.matched, |i| {
+            let Some(r) = rules.rules.get(i) else { return };
+            if r.action != crate::rules::Action::Hold {
+                return;
+            }
+            for &m in &r.verify {
+                if seen & (1 << m) == 0 {
+                    seen |= 1 << m;
+                    if !first {
+                        buf.push(b',');
+                    }
+                    first = false;
+                    json_str(buf, &rules.methods[m as usize]);
+                }
+            }
+        });
+        buf.push(b']');
+    } else {
+        json_list(buf, verify_methods(rules, d.matched).into_iter());
+    }
     buf.extend_from_slice(b",\"shadow_rules\":");
-    json_list(buf, rule_names(rules, d.shadow));
+    names(buf, rules, d.shadow);
     buf.extend_from_slice(b",\"ruleset\":{\"hash\":");
     json_str(buf, &rules.hash);
     buf.extend_from_slice(b",\"label\":");
     json_str(buf, &rules.label);
     buf.extend_from_slice(b"}}\n");
+}
+
+/// Calls `f` with the index of every set bit, lowest first.
+fn for_each_bit(mut bits: u128, mut f: impl FnMut(usize)) {
+    while bits != 0 {
+        f(bits.trailing_zeros() as usize);
+        bits &= bits - 1;
+    }
+}
+
+/// A JSON array of the names of the rules set in `bits`, in ruleset order.
+fn names(buf: &mut Vec<u8>, rules: &CompiledRules, bits: u128) {
+    buf.push(b'[');
+    let mut first = true;
+    for_each_bit(bits, |i| {
+        if let Some(r) = rules.rules.get(i) {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            json_str(buf, &r.name);
+        }
+    });
+    buf.push(b']');
 }
 
 /// `{"id","line","error":{"code","field","message","retryable":false}}`

@@ -87,13 +87,29 @@ impl Record {
     }
 }
 
+/// A request id as a key: the first 128 bits of its SHA-256. Fixed-size
+/// keys keep the record tables free of per-id allocations and cheap to
+/// grow; SHA-256 keeps two ids from sharing a key even when a caller picks
+/// ids on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct IdKey(u128);
+
+impl IdKey {
+    fn of(id: &str) -> IdKey {
+        let d = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d.as_ref()[..16]);
+        IdKey(u128::from_le_bytes(b))
+    }
+}
+
 /// Records for idempotent retries, bounded without per-entry bookkeeping:
 /// two generations, each up to half the limit. When the current one fills,
 /// the previous is forgotten (except requests still on hold) and the current
 /// becomes the previous, so a record lives for at least half the limit.
 struct Records {
-    current: Map<Box<str>, Record>,
-    previous: Map<Box<str>, Record>,
+    current: Map<IdKey, Record>,
+    previous: Map<IdKey, Record>,
     generation_max: usize,
 }
 
@@ -106,30 +122,30 @@ impl Records {
         }
     }
 
-    fn get(&self, id: &str) -> Option<&Record> {
-        self.current.get(id).or_else(|| self.previous.get(id))
+    fn get(&self, id: IdKey) -> Option<&Record> {
+        self.current.get(&id).or_else(|| self.previous.get(&id))
     }
 
-    fn get_mut(&mut self, id: &str) -> Option<&mut Record> {
-        match self.current.get_mut(id) {
+    fn get_mut(&mut self, id: IdKey) -> Option<&mut Record> {
+        match self.current.get_mut(&id) {
             Some(r) => Some(r),
-            None => self.previous.get_mut(id),
+            None => self.previous.get_mut(&id),
         }
     }
 
-    fn insert(&mut self, id: &str, r: Record, holds: &Map<Box<str>, Box<Event>>) {
+    fn insert(&mut self, id: IdKey, r: Record, holds: &Map<IdKey, Box<Event>>) {
         if self.current.len() >= self.generation_max {
             let mut old = std::mem::take(&mut self.previous);
             // The next generation will be as large: size it once, not by doubling.
             let next = Map::with_capacity_and_hasher(self.generation_max, Default::default());
             self.previous = std::mem::replace(&mut self.current, next);
             for held in holds.keys() {
-                if let Some((k, rec)) = old.remove_entry(&**held) {
+                if let Some((k, rec)) = old.remove_entry(held) {
                     self.current.insert(k, rec);
                 }
             }
         }
-        self.current.insert(id.into(), r);
+        self.current.insert(id, r);
     }
 }
 
@@ -140,7 +156,7 @@ pub struct Engine {
     history: History,
     records: Records,
     /// Held requests waiting for a verification, by id.
-    holds: Map<Box<str>, Box<Event>>,
+    holds: Map<IdKey, Box<Event>>,
     /// Scratch space for fingerprints.
     scratch: Vec<u8>,
 }
@@ -201,8 +217,9 @@ impl Engine {
         let mut scratch = std::mem::take(&mut self.scratch);
         let fingerprint = ev.id.as_ref().map(|_| ev.fingerprint_with(&mut scratch));
         self.scratch = scratch;
-        if let (Some(id), Some(fp)) = (&ev.id, fingerprint)
-            && let Some(rec) = self.records.get(id)
+        let key = ev.id.as_deref().map(IdKey::of);
+        if let (Some(id), Some(key), Some(fp)) = (&ev.id, key, fingerprint)
+            && let Some(rec) = self.records.get(key)
         {
             if rec.fingerprint() != fp {
                 let mut e = ContractError::new(
@@ -229,7 +246,7 @@ impl Engine {
         } else {
             self.signal(ev, now)
         };
-        if let (Some(id), Some(fingerprint)) = (&ev.id, fingerprint) {
+        if let (Some(key), Some(fingerprint)) = (key, fingerprint) {
             let record = match answer {
                 Answer::Decision(decided) => Some(Record::Decision {
                     fingerprint,
@@ -239,19 +256,19 @@ impl Engine {
                 Answer::Error(_) => None,
             };
             if let Some(r) = record {
-                self.remember(id, r, ev, &answer);
+                self.remember(key, r, ev, &answer);
             }
         }
         answer
     }
 
-    fn remember(&mut self, id: &str, r: Record, ev: &Event, answer: &Answer) {
+    fn remember(&mut self, key: IdKey, r: Record, ev: &Event, answer: &Answer) {
         if let Answer::Decision(d) = answer
             && d.outcome == Outcome::Hold
         {
-            self.holds.insert(id.into(), Box::new(ev.clone()));
+            self.holds.insert(key, Box::new(ev.clone()));
         }
-        self.records.insert(id, r, &self.holds);
+        self.records.insert(key, r, &self.holds);
     }
 
     /// What the current rules decide for `ev` at `now`, reading history and
@@ -387,10 +404,11 @@ impl Engine {
             e
         };
         let r = ev.reference.as_deref().ok_or_else(unknown)?;
-        let held = self.holds.remove(r).ok_or_else(unknown)?;
+        let key = IdKey::of(r);
+        let held = self.holds.remove(&key).ok_or_else(unknown)?;
         let pass = ev.result == Some(VerifyResult::Pass);
         let outcome = if pass { Outcome::Allow } else { Outcome::Deny };
-        if let Some(Record::Decision { decided, .. }) = self.records.get_mut(r) {
+        if let Some(Record::Decision { decided, .. }) = self.records.get_mut(key) {
             decided.outcome = outcome;
         }
         if pass {
