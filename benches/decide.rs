@@ -5,7 +5,7 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use portcullis::contract::{Channel, Event, Kind, Timestamp};
-use portcullis::engine::Engine;
+use portcullis::engine::{Engine, EngineLimits};
 use portcullis::rules::{CompiledRules, Limits};
 use portcullis::traffic::{self, Config, Generator, Rng};
 use std::hint::black_box;
@@ -14,8 +14,17 @@ use std::sync::Arc;
 const SUBSCRIBERS: u32 = 100_000;
 const WARM_EVENTS: usize = 1_000_000;
 
+/// Records and holds bounded as a deployment would size them, so that the
+/// measurement is of steady state, not of tables growing without end.
+fn limits() -> EngineLimits {
+    EngineLimits {
+        decision_records_max: 2_000_000,
+        holds_pending_max: 200_000,
+    }
+}
+
 fn warm(rules: Arc<CompiledRules>) -> (Engine, Timestamp) {
-    let mut engine = Engine::new(rules);
+    let mut engine = Engine::with_limits(rules, limits());
     let cfg = Config {
         subscribers: SUBSCRIBERS,
         ..Config::default()

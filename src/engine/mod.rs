@@ -9,6 +9,7 @@
 use crate::contract::{ContractError, ErrorCode, Event, Kind, Timestamp, VerifyResult};
 use crate::history::{History, ListError, Phase, SimSeen};
 use crate::rules::{Action, CompiledRules, HKind, Outcome, Subject, truth};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::history::Map;
@@ -20,12 +21,17 @@ pub struct EngineLimits {
     /// Past it the oldest resolved record is forgotten: a retry of it is
     /// decided afresh. Held requests are never forgotten while pending.
     pub decision_records_max: usize,
+    /// Requests on hold at once (requests). Past it the oldest pending hold
+    /// expires as a failed verification would: it becomes a final deny
+    /// (fail closed), and its retries answer `deny`.
+    pub holds_pending_max: usize,
 }
 
 impl Default for EngineLimits {
     fn default() -> Self {
         EngineLimits {
             decision_records_max: 16_000_000,
+            holds_pending_max: 1_000_000,
         }
     }
 }
@@ -157,6 +163,10 @@ pub struct Engine {
     records: Records,
     /// Held requests waiting for a verification, by id.
     holds: Map<IdKey, Box<Event>>,
+    /// Hold ids in the order they were held (some already resolved): the
+    /// oldest pending hold expires first when `holds_pending_max` is reached.
+    hold_order: VecDeque<IdKey>,
+    holds_pending_max: usize,
     /// Scratch space for fingerprints.
     scratch: Vec<u8>,
 }
@@ -172,6 +182,8 @@ impl Engine {
             history: History::new(),
             records: Records::new(limits.decision_records_max),
             holds: Map::default(),
+            hold_order: VecDeque::new(),
+            holds_pending_max: limits.holds_pending_max.max(1),
             scratch: Vec::with_capacity(512),
         }
     }
@@ -262,11 +274,32 @@ impl Engine {
         answer
     }
 
+    /// Makes room for one more hold: the oldest pending ones become final
+    /// denies. Also drops resolved ids from the order queue.
+    fn expire_holds(&mut self) {
+        while self.holds.len() >= self.holds_pending_max {
+            let Some(old) = self.hold_order.pop_front() else {
+                break;
+            };
+            if self.holds.remove(&old).is_some()
+                && let Some(Record::Decision { decided, .. }) = self.records.get_mut(old)
+            {
+                decided.outcome = Outcome::Deny;
+            }
+        }
+        if self.hold_order.len() > 2 * self.holds.len() + 1024 {
+            let holds = &self.holds;
+            self.hold_order.retain(|k| holds.contains_key(k));
+        }
+    }
+
     fn remember(&mut self, key: IdKey, r: Record, ev: &Event, answer: &Answer) {
         if let Answer::Decision(d) = answer
             && d.outcome == Outcome::Hold
         {
+            self.expire_holds();
             self.holds.insert(key, Box::new(ev.clone()));
+            self.hold_order.push_back(key);
         }
         self.records.insert(key, r, &self.holds);
     }
@@ -471,6 +504,7 @@ mod tests {
             Arc::new(CompiledRules::default_rules()),
             EngineLimits {
                 decision_records_max: records_max,
+                ..EngineLimits::default()
             },
         )
     }
@@ -522,6 +556,35 @@ mod tests {
         .expect("valid verification");
         assert!(matches!(run(&mut e, &pass), Answer::Signal { .. }));
         assert!(matches!(run(&mut e, &held), Answer::Decision(d) if d.outcome == Outcome::Allow));
+    }
+
+    #[test]
+    fn the_oldest_pending_hold_expires_as_a_deny() {
+        let mut e = Engine::with_limits(
+            Arc::new(CompiledRules::default_rules()),
+            EngineLimits {
+                holds_pending_max: 2,
+                ..EngineLimits::default()
+            },
+        );
+        let mut held = Vec::new();
+        for i in 0..3 {
+            let line = format!("+4477009002{i:02}");
+            run(
+                &mut e,
+                &swap(&format!("f{i}"), &line, "2026-03-01T10:00:00Z"),
+            );
+            let h = swap(&format!("h{i}"), &line, "2026-03-01T10:01:00Z");
+            assert!(matches!(run(&mut e, &h), Answer::Decision(d) if d.outcome == Outcome::Hold));
+            held.push(h);
+        }
+        assert_eq!(e.holds_pending(), 2);
+        assert!(
+            matches!(run(&mut e, &held[0]), Answer::Decision(d) if d.retry && d.outcome == Outcome::Deny)
+        );
+        assert!(
+            matches!(run(&mut e, &held[2]), Answer::Decision(d) if d.retry && d.outcome == Outcome::Hold)
+        );
     }
 
     #[test]

@@ -267,7 +267,7 @@ impl std::fmt::Display for ListError {
 #[derive(Debug, Default)]
 pub struct History {
     by_id: [Map<u128, EntityState>; 2],
-    by_token: [Map<Box<str>, EntityState>; 3],
+    by_token: [Map<TokKey, EntityState>; 3],
     lists: Map<Box<str>, HashSet<u128, Hasher>>,
 }
 
@@ -295,7 +295,7 @@ impl History {
         History::default()
     }
 
-    fn token_map(&self, e: Entity) -> Option<&Map<Box<str>, EntityState>> {
+    fn token_map(&self, e: Entity) -> Option<&Map<TokKey, EntityState>> {
         match e {
             Entity::Account => Some(&self.by_token[0]),
             Entity::Agent => Some(&self.by_token[1]),
@@ -554,10 +554,10 @@ impl History {
             total += m.values().map(EntityState::heap_bytes).sum::<usize>();
         }
         for m in &self.by_token {
-            total += table(m.capacity(), size_of::<(Box<str>, EntityState)>());
+            total += table(m.capacity(), size_of::<(TokKey, EntityState)>());
             total += m
                 .iter()
-                .map(|(k, v)| k.len() + v.heap_bytes())
+                .map(|(k, v)| k.heap_bytes() + v.heap_bytes())
                 .sum::<usize>();
         }
         for (name, set) in &self.lists {
@@ -624,11 +624,81 @@ fn sim_seen(state: &mut EntityState, imsi: Imsi, at: Timestamp) -> SimSeen {
 
 /// The state of a token-named entity, created on first sight.
 fn token_state<'m>(
-    map: &'m mut Map<Box<str>, EntityState>,
+    map: &'m mut Map<TokKey, EntityState>,
     t: Option<&Token>,
 ) -> Option<&'m mut EntityState> {
-    // One lookup; the key is allocated only on first sight.
+    // One lookup; a long key is allocated only on first sight.
     Some(map.entry_ref(t?.as_str()).or_default())
+}
+
+/// A token as a hash-table key: short tokens (most account, agent and store
+/// ids) sit inside the table's bucket, so comparing a key costs no pointer
+/// chase to another cache line. Hashes and compares exactly like the `str`.
+#[derive(Debug, Clone)]
+enum TokKey {
+    Inline { len: u8, bytes: [u8; TOKKEY_INLINE] },
+    Heap(Box<str>),
+}
+
+const TOKKEY_INLINE: usize = 22;
+
+impl TokKey {
+    fn as_str(&self) -> &str {
+        match self {
+            // Invariant: inline bytes are copied from a `str` at a char
+            // boundary (tokens are ASCII), so they are UTF-8.
+            TokKey::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or("")
+            }
+            TokKey::Heap(s) => s,
+        }
+    }
+    fn heap_bytes(&self) -> usize {
+        match self {
+            TokKey::Inline { .. } => 0,
+            TokKey::Heap(s) => s.len(),
+        }
+    }
+}
+
+impl From<&str> for TokKey {
+    fn from(s: &str) -> TokKey {
+        if s.len() <= TOKKEY_INLINE {
+            let mut bytes = [0u8; TOKKEY_INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            TokKey::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            TokKey::Heap(s.into())
+        }
+    }
+}
+
+impl From<&&str> for TokKey {
+    fn from(s: &&str) -> TokKey {
+        TokKey::from(*s)
+    }
+}
+
+impl PartialEq for TokKey {
+    fn eq(&self, o: &TokKey) -> bool {
+        self.as_str() == o.as_str()
+    }
+}
+impl Eq for TokKey {}
+
+impl std::hash::Hash for TokKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<TokKey> for str {
+    fn equivalent(&self, key: &TokKey) -> bool {
+        self == key.as_str()
+    }
 }
 
 fn list_key(rules: &CompiledRules, list: &str, value: &str) -> Result<u128, ListError> {
