@@ -85,51 +85,117 @@ pub fn run<R: BufRead, W: Write>(
     let mut buf = Vec::with_capacity(512);
     let mut mark: Option<Timestamp> = None;
     loop {
-        raw.clear();
-        if input.read_until(b'\n', &mut raw)? == 0 {
+        // A line wholly inside the reader's buffer is decided in place; one
+        // that straddles the buffer's end is copied out first.
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
             break;
         }
-        summary.lines += 1;
-        let line_no = summary.lines;
-        if raw
-            .iter()
-            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        {
-            continue;
-        }
-        buf.clear();
-        match step(engine, &raw, &mut mark) {
-            Ok((ev, answer)) => {
-                summary.events += 1;
-                match answer {
-                    Answer::Decision(d) => {
-                        summary.decisions[d.outcome as usize] += 1;
-                        if !d.retry {
-                            count_hits(&mut summary.rule_hits, d.matched | d.shadow);
-                        }
-                        write_decision(&mut buf, ev.id.as_deref(), &d, engine.ruleset(d.ruleset));
-                    }
-                    Answer::Signal { alert, .. } => {
-                        if let Some(a) = alert {
-                            summary.alerts += 1;
-                            write_alert(&mut buf, &a);
-                        }
-                    }
-                    Answer::Error(e) => {
-                        summary.error(e.code);
-                        write_error(&mut buf, line_no, &e);
-                    }
+        let used = match chunk.iter().position(|b| *b == b'\n') {
+            Some(pos) => {
+                line(engine, &chunk[..=pos], &mut summary, &mut mark, &mut buf);
+                pos + 1
+            }
+            None => {
+                raw.clear();
+                if read_long_line(&mut input, &mut raw)? {
+                    line(engine, &raw, &mut summary, &mut mark, &mut buf);
+                } else {
+                    summary.lines += 1;
+                    let e = ContractError::new(
+                        ErrorCode::BadJson,
+                        None,
+                        format!("the line is over line_bytes_max ({LINE_BYTES_MAX} bytes)"),
+                    );
+                    summary.error(e.code);
+                    write_error(&mut buf, summary.lines, &e);
                 }
+                0
             }
-            Err(e) => {
-                summary.error(e.code);
-                write_error(&mut buf, line_no, &e);
-            }
+        };
+        input.consume(used);
+        if buf.len() >= OUT_FLUSH_BYTES {
+            out.write_all(&buf)?;
+            buf.clear();
         }
-        out.write_all(&buf)?;
     }
+    out.write_all(&buf)?;
     out.flush()?;
     Ok(summary)
+}
+
+/// Bytes one input line may hold (contract events are far smaller); a
+/// longer line is an error, read past without being kept.
+pub const LINE_BYTES_MAX: usize = 1 << 20;
+
+/// Reads a line that straddles the reader's buffer into `raw`; false when it
+/// is over [`LINE_BYTES_MAX`] (then `raw` holds only its start).
+fn read_long_line<R: BufRead>(input: &mut R, raw: &mut Vec<u8>) -> io::Result<bool> {
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(raw.len() <= LINE_BYTES_MAX);
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(pos) => (pos + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = (LINE_BYTES_MAX + 1).saturating_sub(raw.len());
+        raw.extend_from_slice(&chunk[..take.min(room)]);
+        input.consume(take);
+        if done {
+            return Ok(raw.len() <= LINE_BYTES_MAX);
+        }
+    }
+}
+
+/// Answers are gathered and written in blocks of about this many bytes.
+const OUT_FLUSH_BYTES: usize = 1 << 16;
+
+/// Decides one line (with its newline, if any) and appends its answer to `buf`.
+fn line(
+    engine: &mut Engine,
+    raw: &[u8],
+    summary: &mut Summary,
+    mark: &mut Option<Timestamp>,
+    buf: &mut Vec<u8>,
+) {
+    summary.lines += 1;
+    let line_no = summary.lines;
+    if raw
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    {
+        return;
+    }
+    match step(engine, raw, mark) {
+        Ok((ev, answer)) => {
+            summary.events += 1;
+            match answer {
+                Answer::Decision(d) => {
+                    summary.decisions[d.outcome as usize] += 1;
+                    if !d.retry {
+                        count_hits(&mut summary.rule_hits, d.matched | d.shadow);
+                    }
+                    write_decision(buf, ev.id.as_deref(), &d, engine.ruleset(d.ruleset));
+                }
+                Answer::Signal { alert, .. } => {
+                    if let Some(a) = alert {
+                        summary.alerts += 1;
+                        write_alert(buf, &a);
+                    }
+                }
+                Answer::Error(e) => {
+                    summary.error(e.code);
+                    write_error(buf, line_no, &e);
+                }
+            }
+        }
+        Err(e) => {
+            summary.error(e.code);
+            write_error(buf, line_no, &e);
+        }
+    }
 }
 
 fn count_hits(hits: &mut [u64], bits: u128) {
@@ -317,3 +383,45 @@ pub fn write_alert(buf: &mut Vec<u8>, a: &crate::engine::Alert) {
 
 /// Outcome counters are indexed by the outcome's discriminant.
 const _: () = assert!(Outcome::Allow as usize == 0 && Outcome::Deny as usize == 2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::CompiledRules;
+    use std::io::BufReader;
+    use std::sync::Arc;
+
+    fn replay(input: &[u8], reader_capacity: usize) -> (String, Summary) {
+        let mut engine = Engine::new(Arc::new(CompiledRules::default_rules()));
+        let mut out = Vec::new();
+        let summary = run(
+            &mut engine,
+            BufReader::with_capacity(reader_capacity, input),
+            &mut out,
+        )
+        .unwrap();
+        (String::from_utf8(out).unwrap(), summary)
+    }
+
+    #[test]
+    fn lines_across_buffer_edges_read_the_same() {
+        let mut input = Vec::new();
+        crate::traffic::write(&crate::traffic::Config::default(), 2_000, &mut input).unwrap();
+        let (a, sa) = replay(&input, 1 << 16);
+        for cap in [1, 7, 100, 333] {
+            let (b, sb) = replay(&input, cap);
+            assert_eq!(a, b, "reader capacity {cap}");
+            assert_eq!(sa, sb);
+        }
+    }
+
+    #[test]
+    fn an_overlong_line_is_an_error_and_the_next_line_goes_on() {
+        let mut input = b"{\"kind\":\"auth_failure\",\"account\":\"A\",\"x\":\"".to_vec();
+        input.extend(std::iter::repeat_n(b'a', LINE_BYTES_MAX + 10));
+        input.extend_from_slice(b"\"}\n{\"kind\":\"lock\",\"msisdn\":\"+447700900123\",\"scope\":\"port_out\",\"at\":\"2026-01-01T00:00:00Z\"}");
+        let (out, s) = replay(&input, 4096);
+        assert!(out.contains("line_bytes_max"), "{out}");
+        assert_eq!((s.lines, s.events, s.errors_total()), (2, 1, 1));
+    }
+}
