@@ -62,7 +62,7 @@ pub struct EntityState {
 }
 
 /// Entries kept inline per entity before spilling to the heap.
-const INLINE_ENTRIES: usize = 3;
+const INLINE_ENTRIES: usize = 2;
 
 impl EntityState {
     /// Where the entries of `series` are.
