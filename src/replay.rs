@@ -114,6 +114,11 @@ pub fn run<R: BufRead, W: Write>(
             }
         };
         input.consume(used);
+        if summary.lines.is_multiple_of(PRUNE_EVERY_LINES)
+            && let Some(now) = mark
+        {
+            engine.prune(now);
+        }
         if buf.len() >= OUT_FLUSH_BYTES {
             out.write_all(&buf)?;
             buf.clear();
@@ -148,6 +153,10 @@ fn read_long_line<R: BufRead>(input: &mut R, raw: &mut Vec<u8>) -> io::Result<bo
         }
     }
 }
+
+/// Lines between sweeps of history that fell out of every window: a long
+/// replay keeps only what the rules can still read.
+const PRUNE_EVERY_LINES: u64 = 1 << 20;
 
 /// Answers are gathered and written in blocks of about this many bytes.
 const OUT_FLUSH_BYTES: usize = 1 << 16;

@@ -588,6 +588,25 @@ mod tests {
     }
 
     #[test]
+    fn pruning_changes_no_answer() {
+        let rules = Arc::new(CompiledRules::default_rules());
+        let (mut plain, mut pruned) = (Engine::new(rules.clone()), Engine::new(rules));
+        let cfg = crate::traffic::Config {
+            subscribers: 300,
+            mean_gap_ms: 60_000,
+            ..crate::traffic::Config::default()
+        };
+        for (i, ev) in crate::traffic::Generator::new(cfg).take(30_000).enumerate() {
+            let at = ev.at.expect("generated events carry at");
+            assert_eq!(plain.handle(&ev, at), pruned.handle(&ev, at), "event {i}");
+            if i % 97 == 0 {
+                pruned.prune(at);
+            }
+        }
+        assert!(pruned.history().approx_bytes() < plain.history().approx_bytes());
+    }
+
+    #[test]
     fn a_decision_retry_changes_no_history() {
         let mut e = engine(1000);
         let a = swap("a", "+447700900002", "2026-03-01T10:00:00Z");
