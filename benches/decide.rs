@@ -14,12 +14,13 @@ use std::sync::Arc;
 const SUBSCRIBERS: u32 = 100_000;
 const WARM_EVENTS: usize = 1_000_000;
 
-/// Records and holds bounded as a deployment would size them, so that the
-/// measurement is of steady state, not of tables growing without end.
+/// Records and holds bounded so that the measurement is of steady state
+/// (tables at their size, reused), not of tables growing: about two days of
+/// decisions at one a second stay in memory for retries.
 fn limits() -> EngineLimits {
     EngineLimits {
-        decision_records_max: 2_000_000,
-        holds_pending_max: 200_000,
+        decision_records_max: 200_000,
+        holds_pending_max: 100_000,
     }
 }
 

@@ -141,15 +141,17 @@ impl Records {
 
     fn insert(&mut self, id: IdKey, r: Record, holds: &Map<IdKey, Box<Event>>) {
         if self.current.len() >= self.generation_max {
-            let mut old = std::mem::take(&mut self.previous);
-            // The next generation will be as large: size it once, not by doubling.
-            let next = Map::with_capacity_and_hasher(self.generation_max, Default::default());
+            // The oldest generation is forgotten, but its table is reused
+            // for the next one (as large): no new allocation, no growth.
+            let mut next = std::mem::take(&mut self.previous);
+            let kept: Vec<(IdKey, Record)> = holds
+                .keys()
+                .filter_map(|held| next.remove_entry(held))
+                .collect();
+            next.clear();
+            next.reserve(self.generation_max);
+            next.extend(kept);
             self.previous = std::mem::replace(&mut self.current, next);
-            for held in holds.keys() {
-                if let Some((k, rec)) = old.remove_entry(held) {
-                    self.current.insert(k, rec);
-                }
-            }
         }
         self.current.insert(id, r);
     }

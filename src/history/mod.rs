@@ -67,8 +67,21 @@ const INLINE_ENTRIES: usize = 2;
 impl EntityState {
     /// Where the entries of `series` are.
     fn range(&self, series: u16) -> std::ops::Range<usize> {
-        let lo = self.entries.partition_point(|e| e.series < series);
-        let hi = lo + self.entries[lo..].partition_point(|e| e.series == series);
+        let entries: &[Entry] = &self.entries;
+        if entries.len() <= 8 {
+            // Most entities hold a few entries: a straight scan beats halving.
+            let mut lo = 0;
+            while lo < entries.len() && entries[lo].series < series {
+                lo += 1;
+            }
+            let mut hi = lo;
+            while hi < entries.len() && entries[hi].series == series {
+                hi += 1;
+            }
+            return lo..hi;
+        }
+        let lo = entries.partition_point(|e| e.series < series);
+        let hi = lo + entries[lo..].partition_point(|e| e.series == series);
         lo..hi
     }
 
