@@ -89,8 +89,14 @@ impl EntityState {
     /// `now - w <= t <= now`.
     fn window(&self, series: u16, w: i128, now: i128) -> &[Entry] {
         let s = &self.entries[self.range(series)];
-        let start = s.partition_point(|e| now - e.nanos() > w);
-        let end = s.partition_point(|e| e.nanos() <= now);
+        let (start, end) = if s.len() <= 8 {
+            let start = s.iter().take_while(|e| now - e.nanos() > w).count();
+            let end = start + s[start..].iter().take_while(|e| e.nanos() <= now).count();
+            (start, end)
+        } else {
+            let start = s.partition_point(|e| now - e.nanos() > w);
+            (start, s.partition_point(|e| e.nanos() <= now))
+        };
         s.get(start..end).unwrap_or(&[])
     }
 
