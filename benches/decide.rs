@@ -15,12 +15,13 @@ const SUBSCRIBERS: u32 = 100_000;
 const WARM_EVENTS: usize = 1_000_000;
 
 /// Records and holds bounded so that the measurement is of steady state
-/// (tables at their size, reused), not of tables growing: about two days of
-/// decisions at one a second stay in memory for retries.
+/// (tables at their size, reused), not of tables growing: the last 200k to
+/// 400k decisions (two to four days at one a second) stay in memory for
+/// retries, and up to 20k requests wait on hold (a day's holds).
 fn limits() -> EngineLimits {
     EngineLimits {
-        decision_records_max: 200_000,
-        holds_pending_max: 100_000,
+        decision_records_max: 400_000,
+        holds_pending_max: 20_000,
     }
 }
 
