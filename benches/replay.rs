@@ -29,7 +29,11 @@ fn trace() -> (Vec<u8>, u64) {
 /// The floor: parse each line into a typed event, write one small line.
 fn floor(input: &[u8], out: &mut Vec<u8>) -> u64 {
     let mut n = 0;
-    for line in input.split(|b| *b == b'\n') {
+    // Lines are found as replay finds them (memchr).
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', input).chain(std::iter::once(input.len())) {
+        let line = &input[start..end];
+        start = end + 1;
         if line.is_empty() {
             continue;
         }

@@ -91,7 +91,7 @@ pub fn run<R: BufRead, W: Write>(
         if chunk.is_empty() {
             break;
         }
-        let used = match chunk.iter().position(|b| *b == b'\n') {
+        let used = match memchr::memchr(b'\n', chunk) {
             Some(pos) => {
                 line(engine, &chunk[..=pos], &mut summary, &mut mark, &mut buf);
                 pos + 1
@@ -141,7 +141,7 @@ fn read_long_line<R: BufRead>(input: &mut R, raw: &mut Vec<u8>) -> io::Result<bo
         if chunk.is_empty() {
             return Ok(raw.len() <= LINE_BYTES_MAX);
         }
-        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+        let (take, done) = match memchr::memchr(b'\n', chunk) {
             Some(pos) => (pos + 1, true),
             None => (chunk.len(), false),
         };
