@@ -5,43 +5,19 @@
 //! pair, the median ratio and the median replay rate.
 //! Run: `cargo bench --bench replay_ratio` (PORTCULLIS_BENCH_EVENTS, default 1M).
 
-use portcullis::contract::{AtRule, parse_line};
+mod support;
+
 use portcullis::engine::Engine;
 use portcullis::rules::CompiledRules;
-use portcullis::traffic::{Config, write};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
+use support::{floor, trace};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PAIRS: usize = 9;
-
-/// The floor, as in `benches/replay.rs`: parse each line, write one small line.
-fn floor(input: &[u8], out: &mut Vec<u8>) -> u64 {
-    let mut n = 0;
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', input).chain(std::iter::once(input.len())) {
-        let line = &input[start..end];
-        start = end + 1;
-        if line.is_empty() {
-            continue;
-        }
-        let Ok(text) = std::str::from_utf8(line) else {
-            continue;
-        };
-        if let Ok(ev) = parse_line(text, AtRule::Required) {
-            out.extend_from_slice(b"{\"id\":");
-            portcullis::replay::json_str(out, ev.id.as_deref().unwrap_or(""));
-            out.extend_from_slice(b",\"kind\":\"");
-            out.extend_from_slice(ev.kind.as_str().as_bytes());
-            out.extend_from_slice(b"\"}\n");
-            n += 1;
-        }
-    }
-    n
-}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -52,16 +28,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let n: u64 = std::env::var("PORTCULLIS_BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
-    let cfg = Config {
-        subscribers: 100_000,
-        ..Config::default()
-    };
-    let mut input = Vec::new();
-    write(&cfg, n, &mut input).expect("writing to memory");
+    let (input, _) = trace();
     let rules = Arc::new(CompiledRules::default_rules());
     let mut out = Vec::with_capacity(input.len());
     let (mut ratios, mut rates) = (Vec::new(), Vec::new());

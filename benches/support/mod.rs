@@ -1,0 +1,53 @@
+//! What the replay benchmarks share: the generated trace and the floor.
+
+use portcullis::contract::{AtRule, parse_line};
+use portcullis::traffic::{Config, write};
+
+/// About 1M generated events over 100k subscribers (`PORTCULLIS_BENCH_EVENTS`
+/// changes the count), as JSON lines in memory.
+pub fn trace() -> (Vec<u8>, u64) {
+    let n = std::env::var("PORTCULLIS_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000u64);
+    let cfg = Config {
+        subscribers: 100_000,
+        ..Config::default()
+    };
+    let mut out = Vec::new();
+    write(&cfg, n, &mut out).expect("writing to memory");
+    (out, n)
+}
+
+/// The floor: find each line as replay does (memchr), parse it into a typed
+/// event, and write one small JSON line.
+pub fn floor(input: &[u8], out: &mut Vec<u8>) -> u64 {
+    let mut n = 0;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', input).chain(std::iter::once(input.len())) {
+        let line = &input[start..end];
+        start = end + 1;
+        if line.is_empty() {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            continue;
+        };
+        match parse_line(text, AtRule::Required) {
+            Ok(ev) => {
+                out.extend_from_slice(b"{\"id\":");
+                portcullis::replay::json_str(out, ev.id.as_deref().unwrap_or(""));
+                out.extend_from_slice(b",\"kind\":\"");
+                out.extend_from_slice(ev.kind.as_str().as_bytes());
+                out.extend_from_slice(b"\"}\n");
+                n += 1;
+            }
+            Err(e) => {
+                out.extend_from_slice(b"{\"error\":\"");
+                out.extend_from_slice(e.code.as_str().as_bytes());
+                out.extend_from_slice(b"\"}\n");
+            }
+        }
+    }
+    n
+}
