@@ -93,19 +93,21 @@ impl Record {
     }
 }
 
-/// A request id as a key: the first 128 bits of its SHA-256. Fixed-size
-/// keys keep the record tables free of per-id allocations and cheap to
-/// grow; SHA-256 keeps two ids from sharing a key even when a caller picks
-/// ids on purpose.
+/// A request id as a key: 128 bits of two seeded fast hashes. Fixed-size
+/// keys keep the record tables free of per-id allocations and cheap to grow.
+/// The key need not resist forgery: a record is matched only when its
+/// SHA-256 fingerprint (which covers the id) matches too, and a verification
+/// releases a hold only when the held request's own id equals its `ref`. A
+/// collision can only refuse a request (`id_conflict`), never answer it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct IdKey(u128);
 
 impl IdKey {
     fn of(id: &str) -> IdKey {
-        let d = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&d.as_ref()[..16]);
-        IdKey(u128::from_le_bytes(b))
+        use std::hash::BuildHasher;
+        let lo = foldhash::fast::FixedState::with_seed(0x5eed_1d00_0000_0001).hash_one(id);
+        let hi = foldhash::fast::FixedState::with_seed(0x5eed_1d00_0000_0002).hash_one(id);
+        IdKey(u128::from(hi) << 64 | u128::from(lo))
     }
 }
 
@@ -440,6 +442,10 @@ impl Engine {
         };
         let r = ev.reference.as_deref().ok_or_else(unknown)?;
         let key = IdKey::of(r);
+        // The key locates the hold; the held request's own id confirms it.
+        if self.holds.get(&key).and_then(|h| h.id.as_deref()) != Some(r) {
+            return Err(unknown());
+        }
         let held = self.holds.remove(&key).ok_or_else(unknown)?;
         let pass = ev.result == Some(VerifyResult::Pass);
         let outcome = if pass { Outcome::Allow } else { Outcome::Deny };
