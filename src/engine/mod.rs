@@ -475,16 +475,6 @@ fn list_error(e: ListError, ev: &Event) -> ContractError {
     err
 }
 
-/// Names of the rules set in `bits`, in ruleset order.
-pub fn rule_names(rules: &CompiledRules, bits: u128) -> impl Iterator<Item = &str> {
-    rules
-        .rules
-        .iter()
-        .enumerate()
-        .filter(move |(i, _)| bits & (1 << i) != 0)
-        .map(|(_, r)| r.name.as_str())
-}
-
 /// Verification methods of the matched hold rules, in order, without repeats.
 pub fn verify_methods(rules: &CompiledRules, matched: u128) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
