@@ -325,7 +325,7 @@ pub fn write_decision(buf: &mut Vec<u8>, id: Option<&str>, d: &Decided, rules: &
                         buf.push(b',');
                     }
                     first = false;
-                    json_str(buf, &rules.methods[m as usize]);
+                    raw_str(buf, &rules.methods[m as usize]);
                 }
             }
         });
@@ -336,10 +336,20 @@ pub fn write_decision(buf: &mut Vec<u8>, id: Option<&str>, d: &Decided, rules: &
     buf.extend_from_slice(b",\"shadow_rules\":");
     names(buf, rules, d.shadow);
     buf.extend_from_slice(b",\"ruleset\":{\"hash\":");
-    json_str(buf, &rules.hash);
+    raw_str(buf, &rules.hash);
     buf.extend_from_slice(b",\"label\":");
     json_str(buf, &rules.label);
     buf.extend_from_slice(b"}}\n");
+}
+
+/// Writes a string that needs no escaping: rule and method names are
+/// letters, digits and `_` (the rules lexer admits nothing else), and the
+/// ruleset hash is hex.
+fn raw_str(buf: &mut Vec<u8>, s: &str) {
+    debug_assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    buf.push(b'"');
+    buf.extend_from_slice(s.as_bytes());
+    buf.push(b'"');
 }
 
 /// Calls `f` with the index of every set bit, lowest first.
@@ -360,7 +370,7 @@ fn names(buf: &mut Vec<u8>, rules: &CompiledRules, bits: u128) {
                 buf.push(b',');
             }
             first = false;
-            json_str(buf, &r.name);
+            raw_str(buf, &r.name);
         }
     });
     buf.push(b']');
