@@ -251,10 +251,21 @@ impl Engine {
                     alert: None,
                     retry: true,
                 },
-                Record::Decision { decided, .. } => Answer::Decision(Decided {
-                    retry: true,
-                    ..decided
-                }),
+                Record::Decision { decided, .. } => {
+                    // A hold no longer pending and never verified expired:
+                    // it is a final deny.
+                    let expired =
+                        decided.outcome == Outcome::Hold && !self.holds.contains_key(&key);
+                    Answer::Decision(Decided {
+                        retry: true,
+                        outcome: if expired {
+                            Outcome::Deny
+                        } else {
+                            decided.outcome
+                        },
+                        ..decided
+                    })
+                }
             };
         }
         let answer = if ev.kind.is_decision() {
@@ -285,11 +296,9 @@ impl Engine {
             let Some(old) = self.hold_order.pop_front() else {
                 break;
             };
-            if self.holds.remove(&old).is_some()
-                && let Some(Record::Decision { decided, .. }) = self.records.get_mut(old)
-            {
-                decided.outcome = Outcome::Deny;
-            }
+            // Its record still says hold; a retry reads "held but no longer
+            // pending" as expired, a deny (see `handle`).
+            self.holds.remove(&old);
         }
         if self.hold_order.len() > 2 * self.holds.len() + 1024 {
             let holds = &self.holds;
