@@ -111,51 +111,60 @@ impl IdKey {
     }
 }
 
-/// Records for idempotent retries, bounded without per-entry bookkeeping:
-/// two generations, each up to half the limit. When the current one fills,
-/// the previous is forgotten (except requests still on hold) and the current
-/// becomes the previous, so a record lives for at least half the limit.
+/// Records for idempotent retries, bounded without per-entry order: one
+/// table whose entries carry the generation they were written in. After
+/// each half of the limit is written, a sweep keeps only the latest
+/// generation (and requests still on hold), so a record lives for at least
+/// half the limit, and a lookup is one probe.
 struct Records {
-    current: Map<IdKey, Record>,
-    previous: Map<IdKey, Record>,
+    map: Map<IdKey, Slot>,
+    generation: u8,
+    written: usize,
     generation_max: usize,
+}
+
+/// A record and the generation that wrote it. Generations compare only for
+/// equality, and a sweep leaves only the current one, so wrapping is safe.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    generation: u8,
+    record: Record,
 }
 
 impl Records {
     fn new(max: usize) -> Records {
         Records {
-            current: Map::default(),
-            previous: Map::default(),
+            map: Map::default(),
+            generation: 0,
+            written: 0,
             generation_max: (max / 2).max(1),
         }
     }
 
     fn get(&self, id: IdKey) -> Option<&Record> {
-        self.current.get(&id).or_else(|| self.previous.get(&id))
+        self.map.get(&id).map(|s| &s.record)
     }
 
     fn get_mut(&mut self, id: IdKey) -> Option<&mut Record> {
-        match self.current.get_mut(&id) {
-            Some(r) => Some(r),
-            None => self.previous.get_mut(&id),
-        }
+        self.map.get_mut(&id).map(|s| &mut s.record)
     }
 
-    fn insert(&mut self, id: IdKey, r: Record, holds: &Map<IdKey, Box<Event>>) {
-        if self.current.len() >= self.generation_max {
-            // The oldest generation is forgotten, but its table is reused
-            // for the next one (as large): no new allocation, no growth.
-            let mut next = std::mem::take(&mut self.previous);
-            let kept: Vec<(IdKey, Record)> = holds
-                .keys()
-                .filter_map(|held| next.remove_entry(held))
-                .collect();
-            next.clear();
-            next.reserve(self.generation_max);
-            next.extend(kept);
-            self.previous = std::mem::replace(&mut self.current, next);
+    fn insert(&mut self, id: IdKey, record: Record, holds: &Map<IdKey, Box<Event>>) {
+        if self.written >= self.generation_max {
+            let current = self.generation;
+            self.map
+                .retain(|k, s| s.generation == current || holds.contains_key(k));
+            self.generation = current.wrapping_add(1);
+            self.written = 0;
         }
-        self.current.insert(id, r);
+        self.written += 1;
+        self.map.insert(
+            id,
+            Slot {
+                generation: self.generation,
+                record,
+            },
+        );
     }
 }
 
