@@ -74,23 +74,71 @@ pub enum Answer {
     Error(ContractError),
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Record {
-    Signal {
-        fingerprint: [u8; 16],
-    },
-    Decision {
-        fingerprint: [u8; 16],
-        decided: Decided,
-    },
+/// What a retry needs, in 48 bytes: with its 16-byte key, one record is
+/// one cache line of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record {
+    matched: u128,
+    shadow: u128,
+    /// The first 96 bits of the content's SHA-256: forging other content
+    /// that matches a given record is a 2^96 search.
+    fingerprint: [u8; 12],
+    ruleset: u16,
+    outcome: Outcome,
+    /// Bit 0: a signal (no decision). Bits 1-7: the generation that wrote it.
+    tags: u8,
 }
 
 impl Record {
-    fn fingerprint(&self) -> [u8; 16] {
-        match self {
-            Record::Signal { fingerprint } | Record::Decision { fingerprint, .. } => *fingerprint,
+    fn signal(fingerprint: [u8; 12]) -> Record {
+        Record {
+            matched: 0,
+            shadow: 0,
+            fingerprint,
+            ruleset: 0,
+            outcome: Outcome::Allow,
+            tags: 1,
         }
     }
+    fn decision(fingerprint: [u8; 12], d: &Decided) -> Record {
+        Record {
+            matched: d.matched,
+            shadow: d.shadow,
+            fingerprint,
+            // Invariant: rulesets are loaded far fewer than 65,536 times.
+            ruleset: u16::try_from(d.ruleset).unwrap_or(u16::MAX),
+            outcome: d.outcome,
+            tags: 0,
+        }
+    }
+    fn is_signal(&self) -> bool {
+        self.tags & 1 == 1
+    }
+    fn generation(&self) -> u8 {
+        self.tags >> 1
+    }
+    fn set_generation(&mut self, g: u8) {
+        self.tags = (self.tags & 1) | (g << 1);
+    }
+    fn decided(&self) -> Decided {
+        Decided {
+            outcome: self.outcome,
+            matched: self.matched,
+            shadow: self.shadow,
+            ruleset: u32::from(self.ruleset),
+            retry: true,
+        }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Record>() == 48);
+const _: () = assert!(std::mem::size_of::<(IdKey, Record)>() == 64);
+
+/// The part of a SHA-256 fingerprint a record keeps.
+fn short(fp: [u8; 16]) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out.copy_from_slice(&fp[..12]);
+    out
 }
 
 /// A request id as a key: 128 bits of two seeded fast hashes. Fixed-size
@@ -115,20 +163,13 @@ impl IdKey {
 /// table whose entries carry the generation they were written in. After
 /// each half of the limit is written, a sweep keeps only the latest
 /// generation (and requests still on hold), so a record lives for at least
-/// half the limit, and a lookup is one probe.
+/// half the limit, and a lookup is one probe. Generations compare only for
+/// equality and a sweep leaves only the current one, so wrapping is safe.
 struct Records {
-    map: Map<IdKey, Slot>,
+    map: Map<IdKey, Record>,
     generation: u8,
     written: usize,
     generation_max: usize,
-}
-
-/// A record and the generation that wrote it. Generations compare only for
-/// equality, and a sweep leaves only the current one, so wrapping is safe.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    generation: u8,
-    record: Record,
 }
 
 impl Records {
@@ -142,29 +183,25 @@ impl Records {
     }
 
     fn get(&self, id: IdKey) -> Option<&Record> {
-        self.map.get(&id).map(|s| &s.record)
+        self.map.get(&id)
     }
 
     fn get_mut(&mut self, id: IdKey) -> Option<&mut Record> {
-        self.map.get_mut(&id).map(|s| &mut s.record)
+        self.map.get_mut(&id)
     }
 
-    fn insert(&mut self, id: IdKey, record: Record, holds: &Map<IdKey, Box<Event>>) {
+    fn insert(&mut self, id: IdKey, mut record: Record, holds: &Map<IdKey, Box<Event>>) {
         if self.written >= self.generation_max {
             let current = self.generation;
             self.map
-                .retain(|k, s| s.generation == current || holds.contains_key(k));
-            self.generation = current.wrapping_add(1);
+                .retain(|k, r| r.generation() == current || holds.contains_key(k));
+            // Seven bits of generation.
+            self.generation = current.wrapping_add(1) & 0x7f;
             self.written = 0;
         }
         self.written += 1;
-        self.map.insert(
-            id,
-            Slot {
-                generation: self.generation,
-                record,
-            },
-        );
+        record.set_generation(self.generation);
+        self.map.insert(id, record);
     }
 }
 
@@ -246,7 +283,7 @@ impl Engine {
         if let (Some(id), Some(key), Some(fp)) = (&ev.id, key, fingerprint)
             && let Some(rec) = self.records.get(key)
         {
-            if rec.fingerprint() != fp {
+            if rec.fingerprint != short(fp) {
                 let mut e = ContractError::new(
                     ErrorCode::IdConflict,
                     Some("id"),
@@ -255,27 +292,19 @@ impl Engine {
                 e.id = Some(id.clone());
                 return Answer::Error(e);
             }
-            return match *rec {
-                Record::Signal { .. } => Answer::Signal {
+            if rec.is_signal() {
+                return Answer::Signal {
                     alert: None,
                     retry: true,
-                },
-                Record::Decision { decided, .. } => {
-                    // A hold no longer pending and never verified expired:
-                    // it is a final deny.
-                    let expired =
-                        decided.outcome == Outcome::Hold && !self.holds.contains_key(&key);
-                    Answer::Decision(Decided {
-                        retry: true,
-                        outcome: if expired {
-                            Outcome::Deny
-                        } else {
-                            decided.outcome
-                        },
-                        ..decided
-                    })
-                }
-            };
+                };
+            }
+            let mut decided = rec.decided();
+            // A hold no longer pending and never verified expired: it is a
+            // final deny.
+            if decided.outcome == Outcome::Hold && !self.holds.contains_key(&key) {
+                decided.outcome = Outcome::Deny;
+            }
+            return Answer::Decision(decided);
         }
         let answer = if ev.kind.is_decision() {
             self.decide(ev, now)
@@ -283,12 +312,9 @@ impl Engine {
             self.signal(ev, now)
         };
         if let (Some(key), Some(fingerprint)) = (key, fingerprint) {
-            let record = match answer {
-                Answer::Decision(decided) => Some(Record::Decision {
-                    fingerprint,
-                    decided,
-                }),
-                Answer::Signal { .. } => Some(Record::Signal { fingerprint }),
+            let record = match &answer {
+                Answer::Decision(decided) => Some(Record::decision(short(fingerprint), decided)),
+                Answer::Signal { .. } => Some(Record::signal(short(fingerprint))),
                 Answer::Error(_) => None,
             };
             if let Some(r) = record {
@@ -467,8 +493,8 @@ impl Engine {
         let held = self.holds.remove(&key).ok_or_else(unknown)?;
         let pass = ev.result == Some(VerifyResult::Pass);
         let outcome = if pass { Outcome::Allow } else { Outcome::Deny };
-        if let Some(Record::Decision { decided, .. }) = self.records.get_mut(key) {
-            decided.outcome = outcome;
+        if let Some(r) = self.records.get_mut(key).filter(|r| !r.is_signal()) {
+            r.outcome = outcome;
         }
         if pass {
             let rules = self.current().clone();
