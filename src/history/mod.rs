@@ -528,10 +528,6 @@ impl History {
         Ok(())
     }
 
-    pub fn list_len(&self, list: &str) -> usize {
-        self.lists.get(list).map_or(0, HashSet::len)
-    }
-
     /// Drops windowed history older than its series' window, and entities
     /// left with nothing. State without a window is never dropped by age.
     pub fn prune(&mut self, rules: &CompiledRules, now: Timestamp) {
