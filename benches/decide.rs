@@ -66,55 +66,13 @@ fn request(rng: &mut Rng, seq: u64) -> Event {
 }
 
 /// Fifty rules: the default thirteen, then 37 more of the shapes fraud teams
-/// add (other thresholds and windows, other entities, filters, shadow
-/// drafts), with windows sized to each entity's traffic: lines and accounts
-/// up to 90 days, agents and stores up to a day.
-pub fn fifty_rules() -> String {
-    let mut src = portcullis::rules::DEFAULT_RULES.to_string();
-    let long = ["7d", "14d", "30d", "60d", "90d"];
-    let short = ["15m", "1h", "4h", "12h", "24h"];
-    for i in 0..37usize {
-        let (l, s) = (long[i % long.len()], short[i % short.len()]);
-        let n = 2 + i % 7;
-        let body = match i % 8 {
-            0 => format!("kind is port_out and count(auth_failure on account within {s}) >= {n}"),
-            1 => format!(
-                "kind in [sim_swap, esim_transfer] and count(completed [sim_swap, esim_transfer, unapproved_sim_change] on line within {l}) >= {n}"
-            ),
-            2 => format!(
-                "kind in [sim_swap, esim_transfer] and distinct(msisdn of [sim_swap, esim_transfer] on store within {s}) >= {}",
-                10 + n
-            ),
-            3 => format!(
-                "kind is port_out and exists(completed account_change on account within {l} where change in [email, pin])"
-            ),
-            4 => format!(
-                "kind in [esim_transfer, port_out] and channel in [online, app] and since(device_seen on line within {l} where new_device) < 2h"
-            ),
-            5 => format!(
-                "kind is port_out and (count(port_out on account within {s} where pin_ok is false) >= {n} or exists(fraud_report on account within {l}))"
-            ),
-            6 => format!(
-                "kind in [sim_swap, esim_transfer] and count([sim_swap, esim_transfer] on agent within {s} where decision is deny) >= {n}"
-            ),
-            _ => format!(
-                "kind is account_change and change in [email, password] and exists(completed [sim_swap, esim_transfer] on line within {l})"
-            ),
-        };
-        let action = match i % 5 {
-            0 => "deny",
-            4 => "shadow hold verify analyst_review",
-            _ => "hold verify analyst_review",
-        };
-        src.push_str(&format!("\nrule extra_{i}\n  {action}\n  when {body}\n"));
-    }
-    src
-}
+/// add (see the file's header).
+const FIFTY_RULES: &str = include_str!("data/fifty.rules");
 
 fn decide(c: &mut Criterion) {
     let default = Arc::new(CompiledRules::default_rules());
     let fifty = Arc::new(
-        CompiledRules::compile("fifty.rules", &fifty_rules(), &Limits::default())
+        CompiledRules::compile("fifty.rules", FIFTY_RULES, &Limits::default())
             .expect("fifty rules compile"),
     );
     assert_eq!(fifty.rules.len(), 50);

@@ -261,7 +261,8 @@ impl Event {
     }
 
     /// [`Event::fingerprint`] with a caller's scratch buffer (no allocation
-    /// on the decision path).
+    /// on the decision path). The buffer is left holding the event's
+    /// canonical form, which [`Event::from_canonical`] reads back.
     pub fn fingerprint_with(&self, buf: &mut Vec<u8>) -> [u8; 16] {
         buf.clear();
         self.write_canonical(buf);
@@ -329,10 +330,92 @@ impl Event {
     }
 
     /// A length-prefixed, field-tagged encoding of everything but `at`.
+    /// Reads back the canonical form (every field but `at`) that
+    /// [`Event::fingerprint_with`] leaves in its buffer: a held request is
+    /// kept in this form, one allocation instead of one per field. Each
+    /// value goes through its parser again; `None` for anything but a
+    /// canonical form.
+    pub fn from_canonical(b: &[u8]) -> Option<Event> {
+        fn code<T: Copy>(all: &[T], v: &[u8]) -> Option<T> {
+            match v {
+                [c] => all.get(usize::from(*c)).copied(),
+                _ => None,
+            }
+        }
+        fn key(v: &[u8]) -> Option<u128> {
+            let mut bytes = [0u8; 16];
+            bytes.get_mut(..v.len())?.copy_from_slice(v);
+            Some(u128::from_le_bytes(bytes))
+        }
+        fn len(b: &[u8]) -> Option<(usize, &[u8])> {
+            let mut n = 0usize;
+            for (i, byte) in b.iter().enumerate().take(3) {
+                n |= usize::from(byte & 0x7f) << (7 * i);
+                if byte & 0x80 == 0 {
+                    return Some((n, &b[i + 1..]));
+                }
+            }
+            None
+        }
+        fn text(v: &[u8]) -> Option<Box<str>> {
+            std::str::from_utf8(v).ok().map(Box::from)
+        }
+        fn token(v: &[u8]) -> Option<Token> {
+            Token::parse(std::str::from_utf8(v).ok()?).ok()
+        }
+        let (&tag, rest) = b.split_first()?;
+        let (n, rest) = len(rest)?;
+        if tag != Field::Kind as u8 || n != 1 {
+            return None;
+        }
+        let (kind, mut rest) = rest.split_first()?;
+        let mut ev = Event::empty(*Kind::ALL.get(usize::from(*kind))?);
+        while let Some((&tag, r)) = rest.split_first() {
+            let (n, r) = len(r)?;
+            let (v, r) = (r.get(..n)?, r.get(n..)?);
+            rest = r;
+            match Field::ALL.get(usize::from(tag))? {
+                Field::Id => ev.id = Some(text(v)?),
+                Field::Channel => ev.channel = Some(code(Channel::ALL, v)?),
+                Field::Agent => ev.agent = Some(token(v)?),
+                Field::Store => ev.store = Some(token(v)?),
+                Field::Account => ev.account = Some(token(v)?),
+                Field::Recipient => ev.recipient = Some(token(v)?),
+                Field::List => ev.list = Some(token(v)?),
+                Field::Msisdn => ev.msisdn = Some(Msisdn::parse(&format!("+{}", key(v)?)).ok()?),
+                Field::Iccid => ev.iccid = Some(Iccid::parse(&key(v)?.to_string()).ok()?),
+                Field::Eid => ev.eid = Some(Eid::parse(&format!("{:032}", key(v)?)).ok()?),
+                Field::Imsi => {
+                    // The key holds the length above bit 64 (see `Imsi::as_u128`).
+                    let k = key(v)?;
+                    let width = usize::try_from(k >> 64).ok()?;
+                    let digits = format!("{:0width$}", k & u128::from(u64::MAX));
+                    ev.imsi = Some(Imsi::parse(&digits).ok()?);
+                }
+                Field::Imei => ev.imei = Some(Imei::parse(&format!("{:015}", key(v)?)).ok()?),
+                Field::PinOk => ev.pin_ok = Some(code(&[false, true], v)?),
+                Field::Change => ev.change = Some(code(Change::ALL, v)?),
+                Field::Scope => ev.scope = Some(code(Scope::ALL, v)?),
+                Field::Ref => ev.reference = Some(text(v)?),
+                Field::Result => ev.result = Some(code(VerifyResult::ALL, v)?),
+                Field::Value => ev.value = Some(text(v)?),
+                Field::Kind | Field::At => return None,
+            }
+        }
+        Some(ev)
+    }
+
     fn write_canonical(&self, b: &mut Vec<u8>) {
+        // Tag, length as LEB128, bytes: short, so that a typical request
+        // hashes in two SHA-256 blocks, and unambiguous.
         fn put(b: &mut Vec<u8>, tag: Field, bytes: &[u8]) {
             b.push(tag as u8);
-            b.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            let mut n = bytes.len();
+            while n >= 0x80 {
+                b.push((n as u8 & 0x7f) | 0x80);
+                n >>= 7;
+            }
+            b.push(n as u8);
             b.extend_from_slice(bytes);
         }
         put(b, Field::Kind, &[self.kind as u8]);
@@ -361,7 +444,10 @@ impl Event {
             (Field::Imei, self.imei.map(|v| v.as_u128())),
         ] {
             if let Some(v) = v {
-                put(b, f, &v.to_le_bytes());
+                // Identifier keys without their high zero bytes.
+                let bytes = v.to_le_bytes();
+                let len = 16 - (v.leading_zeros() / 8) as usize;
+                put(b, f, &bytes[..len]);
             }
         }
         if let Some(v) = self.pin_ok {

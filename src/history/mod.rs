@@ -340,19 +340,29 @@ impl History {
         }
     }
 
-    /// Looks up every entity a decision may read, once.
+    /// Looks up every entity a decision may read (those marked in
+    /// `entities`), once.
     pub fn facts<'h>(
         &'h self,
         rules: &'h CompiledRules,
+        entities: &[bool; 5],
         subject: &Subject<'_>,
         now: Timestamp,
     ) -> Facts<'h> {
         let mut states = [None; 5];
         for e in Entity::ALL {
-            if rules.entities_used[slot(*e)] {
+            if entities[slot(*e)] {
                 states[slot(*e)] = self.state(*e, subject);
             }
         }
+        // Read the first entry of every state now, side by side: each is
+        // likely a cache miss, and asked for together they overlap instead of
+        // stalling the rules one after another.
+        let mut first = 0u16;
+        for s in states.iter().flatten() {
+            first ^= s.entries.first().map_or(0, |e| e.series);
+        }
+        std::hint::black_box(first);
         Facts {
             states,
             history: self,
@@ -712,7 +722,11 @@ impl std::hash::Hash for TokKey {
 
 impl hashbrown::Equivalent<TokKey> for str {
     fn equivalent(&self, key: &TokKey) -> bool {
-        self == key.as_str()
+        // Bytes, not `as_str`: a lookup compares without re-checking UTF-8.
+        match key {
+            TokKey::Inline { len, bytes } => self.as_bytes() == &bytes[..usize::from(*len)],
+            TokKey::Heap(s) => self == &**s,
+        }
     }
 }
 

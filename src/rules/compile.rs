@@ -120,7 +120,6 @@ impl Compiler<'_> {
             verify,
             shadow: r.shadow,
             description: r.description.clone(),
-            kinds: possible_kinds(&cond),
             cond,
         })
     }
@@ -644,7 +643,48 @@ fn fuse_cmp(op: Cmp, ln: Node, rn: Node) -> Node {
         {
             Node::LatestIs(q, c)
         }
+        (Cmp::Eq, Node::Attr(a), Node::Const(Const::Bool(b)))
+        | (Cmp::Eq, Node::Const(Const::Bool(b)), Node::Attr(a)) => Node::BoolIs(a, b),
+        (op, Node::Distinct(q, cap), Node::Const(Const::Int(c))) => {
+            Node::DistinctCmp(q, cap, op, c)
+        }
+        (op, Node::Const(Const::Int(c)), Node::Distinct(q, cap)) => {
+            Node::DistinctCmp(q, cap, flip(op), c)
+        }
+        (op, ln, Node::Const(Const::Int(c))) if counts(&ln, &mut Vec::new()) => {
+            let mut terms = Vec::new();
+            counts(&ln, &mut terms);
+            Node::CountsCmp(terms.into_boxed_slice(), op, c)
+        }
+        (op, Node::Const(Const::Int(c)), rn) if counts(&rn, &mut Vec::new()) => {
+            let mut terms = Vec::new();
+            counts(&rn, &mut terms);
+            Node::CountsCmp(terms.into_boxed_slice(), flip(op), c)
+        }
         (op, ln, rn) => Node::Cmp(op, Box::new(ln), Box::new(rn)),
+    }
+}
+
+/// `c op x` as `x op' c`.
+fn flip(op: Cmp) -> Cmp {
+    match op {
+        Cmp::Lt => Cmp::Gt,
+        Cmp::Le => Cmp::Ge,
+        Cmp::Gt => Cmp::Lt,
+        Cmp::Ge => Cmp::Le,
+        op => op,
+    }
+}
+
+/// Whether `n` is a sum of window counts; collects their queries.
+fn counts(n: &Node, terms: &mut Vec<u16>) -> bool {
+    match n {
+        Node::Count(q) => {
+            terms.push(*q);
+            true
+        }
+        Node::Add(a, b) => counts(a, terms) && counts(b, terms),
+        _ => false,
     }
 }
 

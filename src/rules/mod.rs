@@ -136,7 +136,40 @@ pub struct CompiledRules {
     pub by_kind: Vec<Vec<u16>>,
     /// Which entities any series is kept on, by [`crate::history::slot`].
     pub entities_used: [bool; 5],
+    /// For each request kind (by [`HKind`] code), what deciding it evaluates.
+    pub plans: Vec<Plan>,
     pub limits: Limits,
+}
+
+/// What the engine evaluates for requests of one kind.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// The rules that can match this kind, in ruleset order, each with its
+    /// condition specialized to the kind (see [`program::specialize`]).
+    pub rules: Vec<(u16, Node)>,
+    /// The entities those conditions read, by [`crate::history::slot`]: a
+    /// decision looks up only these.
+    pub entities: [bool; 5],
+}
+
+impl Plan {
+    fn of(kind: HKind, rules: &[Rule], queries: &[Query]) -> Plan {
+        let mut plan = Plan::default();
+        let mut read = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            let cond = program::specialize(&r.cond, kind);
+            if cond == Node::Const(Const::Bool(false)) {
+                continue;
+            }
+            program::queries_read(&cond, &mut read);
+            // Invariant: rules_max is at most 128.
+            plan.rules.push((i as u16, cond));
+        }
+        for q in read {
+            plan.entities[crate::history::slot(queries[q as usize].entity)] = true;
+        }
+        plan
+    }
 }
 
 impl CompiledRules {
@@ -180,6 +213,9 @@ impl CompiledRules {
         for s in &built.series {
             entities_used[crate::history::slot(s.entity)] = true;
         }
+        let plans = (0..HKind::COUNT)
+            .map(|k| Plan::of(HKind(k as u8), &built.rules, &built.queries))
+            .collect();
         let digest = ring::digest::digest(&ring::digest::SHA256, src.as_bytes());
         let hash = digest.as_ref()[..8]
             .iter()
@@ -201,6 +237,7 @@ impl CompiledRules {
             devices: built.devices,
             by_kind,
             entities_used,
+            plans,
             limits: limits.clone(),
         })
     }
@@ -286,18 +323,41 @@ mod tests {
     }
 
     #[test]
-    fn rules_know_which_request_kinds_they_can_match() {
+    fn plans_hold_the_rules_a_kind_can_match_specialized_to_it() {
         use crate::contract::Kind;
         let r = CompiledRules::default_rules();
-        let kinds = |name: &str| r.rules.iter().find(|x| x.name == name).unwrap().kinds;
-        let bit = |k: Kind| 1u64 << k as u8;
-        assert_eq!(kinds("port_after_sim_change"), bit(Kind::PortOut));
-        assert_eq!(
-            kinds("account_lock"),
-            bit(Kind::PortOut) | bit(Kind::SimSwap) | bit(Kind::EsimTransfer)
-        );
-        // No kind test: any kind.
-        assert_eq!(kinds("fraud_reported"), u64::MAX);
+        let plan = |k: Kind| &r.plans[usize::from(HKind::of(k).0)];
+        let names = |k: Kind| -> Vec<&str> {
+            plan(k)
+                .rules
+                .iter()
+                .map(|(i, _)| r.rules[usize::from(*i)].name.as_str())
+                .collect()
+        };
+        let port = names(Kind::PortOut);
+        assert!(port.contains(&"port_after_sim_change"), "{port:?}");
+        assert!(!port.contains(&"repeat_sim_change"), "{port:?}");
+        // No kind test: every kind.
+        assert!(names(Kind::AccountChange).contains(&"fraud_reported"));
+        // The branch for other kinds is gone: for a port-out, account_lock is
+        // the one test of the port-out lock.
+        let lock = plan(Kind::PortOut)
+            .rules
+            .iter()
+            .find(|(i, _)| r.rules[usize::from(*i)].name == "account_lock")
+            .map(|(_, c)| c);
+        assert!(matches!(lock, Some(Node::LatestIs(..))), "{lock:?}");
+        // `pin_ok is false` is one test; so is a sum of counts against a number.
+        let pin = plan(Kind::PortOut)
+            .rules
+            .iter()
+            .find(|(i, _)| r.rules[usize::from(*i)].name == "port_pin_mismatch")
+            .map(|(_, c)| c);
+        assert!(matches!(pin, Some(Node::BoolIs(_, false))), "{pin:?}");
+        let auth = &r.rules.iter().find(|x| x.name == "auth_failures_deny").unwrap().cond;
+        assert!(matches!(auth, Node::CountsCmp(q, Cmp::Ge, 10) if q.len() == 2), "{auth:?}");
+        // An account change reads no line history under the default rules.
+        assert!(!plan(Kind::AccountChange).entities[crate::history::slot(Entity::Line)]);
     }
 
     #[test]

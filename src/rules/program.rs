@@ -309,6 +309,14 @@ pub enum Node {
     Since(u16),
     /// The latest value, of the given type.
     Latest(u16, Ty),
+    /// A sum of window counts compared with a constant:
+    /// `count(a) + count(b) >= 10` in one node.
+    CountsCmp(Box<[u16]>, Cmp, i64),
+    /// A distinct count (capped as in `Distinct`) compared with a constant.
+    DistinctCmp(u16, i64, Cmp, i64),
+    /// A boolean attribute has this value (false when it is absent):
+    /// `pin_ok is false`.
+    BoolIs(Attr, bool),
 }
 
 /// How long a series keeps what it records.
@@ -367,18 +375,66 @@ pub struct Rule {
     pub shadow: bool,
     pub description: Option<String>,
     pub cond: Node,
-    /// Request kinds for which `cond` can hold (bit = kind code): a rule
-    /// that starts `kind is port_out` is not evaluated for a SIM swap.
-    pub kinds: u64,
 }
 
-/// The request kinds for which `n` can be true, from its `kind` tests.
-pub fn possible_kinds(n: &Node) -> u64 {
+/// `n` for requests of one kind: its `kind` tests become constants and the
+/// `and`/`or`/`not` around them fold, so a rule written for several kinds
+/// costs each kind only its own branch.
+pub fn specialize(n: &Node, kind: HKind) -> Node {
+    let truth = |b: bool| Node::Const(Const::Bool(b));
+    let fold = |xs: &[Node], unit: bool| {
+        let mut out = Vec::with_capacity(xs.len());
+        for x in xs {
+            match specialize(x, kind) {
+                Node::Const(Const::Bool(b)) if b == unit => {}
+                Node::Const(Const::Bool(_)) => return truth(!unit),
+                y => out.push(y),
+            }
+        }
+        match out.len() {
+            0 => truth(unit),
+            // Invariant: the length was just checked.
+            1 => out.pop().expect("one condition"),
+            _ if unit => Node::And(out.into_boxed_slice()),
+            _ => Node::Or(out.into_boxed_slice()),
+        }
+    };
     match n {
-        Node::CodeIn(Attr::Field(Field::Kind), mask) => *mask,
-        Node::And(xs) => xs.iter().fold(u64::MAX, |k, x| k & possible_kinds(x)),
-        Node::Or(xs) => xs.iter().fold(0, |k, x| k | possible_kinds(x)),
-        _ => u64::MAX,
+        Node::CodeIn(Attr::Field(Field::Kind), mask) => {
+            truth(kind.0 < 64 && mask & (1 << kind.0) != 0)
+        }
+        Node::And(xs) => fold(xs, true),
+        Node::Or(xs) => fold(xs, false),
+        Node::Not(x) => match specialize(x, kind) {
+            Node::Const(Const::Bool(b)) => truth(!b),
+            y => Node::Not(Box::new(y)),
+        },
+        _ => n.clone(),
+    }
+}
+
+/// The queries `n` reads.
+pub fn queries_read(n: &Node, out: &mut Vec<u16>) {
+    match n {
+        Node::Const(_) | Node::Attr(_) | Node::CodeIn(..) | Node::BoolIs(..) => {}
+        Node::Not(x) | Node::InConsts(x, _) | Node::InList(x, _) => queries_read(x, out),
+        Node::And(xs) | Node::Or(xs) => xs.iter().for_each(|x| queries_read(x, out)),
+        Node::Cmp(_, a, b) | Node::Add(a, b) | Node::Sub(a, b) => {
+            queries_read(a, out);
+            queries_read(b, out);
+        }
+        Node::InEver(x, q) => {
+            queries_read(x, out);
+            out.push(*q);
+        }
+        Node::LatestIs(q, _)
+        | Node::Count(q)
+        | Node::Distinct(q, _)
+        | Node::Exists(q)
+        | Node::Since(q)
+        | Node::Latest(q, _)
+        | Node::DistinctCmp(q, ..) => out.push(*q),
+        Node::CountsCmp(qs, ..) => out.extend_from_slice(qs),
     }
 }
 
@@ -491,9 +547,13 @@ pub fn eval<'a, L: Lookup>(n: &'a Node, s: &Subject<'a>, qs: &'a [Query], l: &L)
         Node::Const(c) => c.val(),
         Node::Attr(a) => s.get(*a),
         Node::Not(x) => Val::Bool(!truth(x, s, qs, l)),
-        Node::And(_) | Node::Or(_) | Node::CodeIn(..) | Node::LatestIs(..) => {
-            Val::Bool(truth(n, s, qs, l))
-        }
+        Node::And(_)
+        | Node::Or(_)
+        | Node::CodeIn(..)
+        | Node::LatestIs(..)
+        | Node::CountsCmp(..)
+        | Node::DistinctCmp(..)
+        | Node::BoolIs(..) => Val::Bool(truth(n, s, qs, l)),
         Node::Cmp(op, a, b) => Val::Bool(compare(*op, eval(a, s, qs, l), eval(b, s, qs, l))),
         Node::Add(a, b) => arith(eval(a, s, qs, l), eval(b, s, qs, l), true),
         Node::Sub(a, b) => arith(eval(a, s, qs, l), eval(b, s, qs, l), false),
@@ -535,7 +595,26 @@ pub fn truth<'a, L: Lookup>(n: &'a Node, s: &Subject<'a>, qs: &'a [Query], l: &L
         Node::CodeIn(a, mask) => s.code(*a).is_some_and(|c| c < 64 && mask & (1 << c) != 0),
         Node::LatestIs(i, c) => l.latest(&qs[*i as usize]) == Some(u128::from(*c)),
         Node::Exists(i) => l.exists(&qs[*i as usize]),
+        Node::CountsCmp(terms, op, c) => {
+            let sum = terms
+                .iter()
+                .fold(0i64, |sum, i| sum.saturating_add(l.count(&qs[*i as usize])));
+            ordered(*op, sum.cmp(c))
+        }
+        Node::DistinctCmp(i, cap, op, c) => ordered(*op, l.distinct(&qs[*i as usize], *cap).cmp(c)),
+        Node::BoolIs(a, b) => s.get(*a) == Val::Bool(*b),
         _ => eval(n, s, qs, l) == Val::Bool(true),
+    }
+}
+
+fn ordered(op: Cmp, ord: std::cmp::Ordering) -> bool {
+    match op {
+        Cmp::Eq => ord.is_eq(),
+        Cmp::Ne => ord.is_ne(),
+        Cmp::Lt => ord.is_lt(),
+        Cmp::Le => ord.is_le(),
+        Cmp::Gt => ord.is_gt(),
+        Cmp::Ge => ord.is_ge(),
     }
 }
 
@@ -555,14 +634,7 @@ fn compare(op: Cmp, a: Val<'_>, b: Val<'_>) -> bool {
             };
         }
     };
-    match op {
-        Cmp::Eq => ord.is_eq(),
-        Cmp::Ne => ord.is_ne(),
-        Cmp::Lt => ord.is_lt(),
-        Cmp::Le => ord.is_le(),
-        Cmp::Gt => ord.is_gt(),
-        Cmp::Ge => ord.is_ge(),
-    }
+    ordered(op, ord)
 }
 
 fn arith<'a>(a: Val<'a>, b: Val<'a>, add: bool) -> Val<'a> {
