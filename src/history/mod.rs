@@ -59,6 +59,19 @@ pub struct EntityState {
     /// Most entities hold a few entries: keeping them inside the hash
     /// table's bucket saves a cache miss per lookup on the decision path.
     entries: SmallVec<[Entry; INLINE_ENTRIES]>,
+    /// Which series have entries here: bit `s` for series `s` below 31, bit
+    /// 31 for the rest. A clear bit answers "none" without reading the
+    /// entries, which past two are a pointer away: most requests ask about
+    /// what a line rarely has (locks, recent SIM changes, unlocks), so most
+    /// decisions never touch a line's spilled entries. Invariant: a series
+    /// with entries has its bit set (a set bit may be stale until the next
+    /// removal recounts).
+    present: u32,
+}
+
+/// The bit of `series` in [`EntityState::present`].
+fn presence_bit(series: u16) -> u32 {
+    1 << series.min(31)
 }
 
 /// Entries kept inline per entity before spilling to the heap.
@@ -85,9 +98,25 @@ impl EntityState {
         lo..hi
     }
 
+    /// Whether `series` may have entries (no false negatives).
+    fn may_have(&self, series: u16) -> bool {
+        self.present & presence_bit(series) != 0
+    }
+
+    /// Recounts `present` after entries were removed.
+    fn recount(&mut self) {
+        self.present = self
+            .entries
+            .iter()
+            .fold(0, |m, e| m | presence_bit(e.series));
+    }
+
     /// Entries of `series` that count at `now` for a window of `w` ns:
     /// `now - w <= t <= now`.
     fn window(&self, series: u16, w: i128, now: i128) -> &[Entry] {
+        if !self.may_have(series) {
+            return &[];
+        }
         let s = &self.entries[self.range(series)];
         let (start, end) = if s.len() <= 8 {
             let start = s.iter().take_while(|e| now - e.nanos() > w).count();
@@ -124,6 +153,9 @@ impl EntityState {
     }
 
     fn latest(&self, series: u16) -> Option<u128> {
+        if !self.may_have(series) {
+            return None;
+        }
         let r = self.range(series);
         self.entries
             .get(r.start)
@@ -132,19 +164,21 @@ impl EntityState {
     }
 
     fn ever_contains(&self, series: u16, key: u128) -> bool {
-        self.entries[self.range(series)]
+        self.may_have(series)
+            && self.entries[self.range(series)]
             .iter()
             .any(|e| e.value == key)
     }
 
     fn has_any(&self, series: u16) -> bool {
-        !self.range(series).is_empty()
+        self.may_have(series) && !self.range(series).is_empty()
     }
 
     /// Inserts `e` into its series' range, in time order.
     fn insert_sorted(&mut self, r: std::ops::Range<usize>, e: Entry) {
         let t = e.nanos();
         let pos = r.start + self.entries[r].partition_point(|x| x.nanos() <= t);
+        self.present |= presence_bit(e.series);
         self.entries.insert(pos, e);
     }
 
@@ -160,6 +194,8 @@ impl EntityState {
             self.entries.remove(r.start);
             r = r.start..r.end - 1;
         }
+        // Entries of this series only were removed, and one goes back in:
+        // `present` stays exact.
         self.insert_sorted(r, e);
     }
 
@@ -180,13 +216,19 @@ impl EntityState {
         let r = self.range(series);
         match self.entries.get_mut(r.start).filter(|_| !r.is_empty()) {
             Some(x) => *x = e,
-            None => self.entries.insert(r.start, e),
+            None => {
+                self.present |= presence_bit(series);
+                self.entries.insert(r.start, e);
+            }
         }
     }
 
     fn clear(&mut self, series: u16) {
         let r = self.range(series);
-        self.entries.drain(r);
+        if !r.is_empty() {
+            self.entries.drain(r);
+            self.recount();
+        }
     }
 
     /// Bytes this state holds on the heap (for memory accounting).
@@ -555,6 +597,7 @@ impl History {
             m.retain(|_, st| {
                 st.entries.retain(|e| keep(e));
                 st.entries.shrink_to_fit();
+                st.recount();
                 !st.entries.is_empty()
             });
         }
@@ -562,6 +605,7 @@ impl History {
             m.retain(|_, st| {
                 st.entries.retain(|e| keep(e));
                 st.entries.shrink_to_fit();
+                st.recount();
                 !st.entries.is_empty()
             });
         }
