@@ -252,24 +252,22 @@ impl Event {
         }
     }
 
-    /// A digest of everything but `at`: two lines with the same `id` are the
-    /// same request exactly when their fingerprints are equal. SHA-256 (not a
-    /// fast non-cryptographic hash) because a caller who could forge a
-    /// collision would get an earlier `allow` for a request never decided.
-    pub fn fingerprint(&self) -> [u8; 16] {
-        self.fingerprint_with(&mut Vec::with_capacity(256))
+    /// The event's canonical form: every field but `at`, in a fixed order,
+    /// each tagged and length-prefixed, so two events have the same form
+    /// exactly when they are the same request (an idempotent retry). The
+    /// engine fingerprints it, keeps held requests in it, and
+    /// [`Event::from_canonical`] reads it back.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(128);
+        self.canonical_into(&mut buf);
+        buf
     }
 
-    /// [`Event::fingerprint`] with a caller's scratch buffer (no allocation
-    /// on the decision path). The buffer is left holding the event's
-    /// canonical form, which [`Event::from_canonical`] reads back.
-    pub fn fingerprint_with(&self, buf: &mut Vec<u8>) -> [u8; 16] {
+    /// [`Event::canonical`] into a caller's buffer (cleared first): no
+    /// allocation on the decision path.
+    pub fn canonical_into(&self, buf: &mut Vec<u8>) {
         buf.clear();
         self.write_canonical(buf);
-        let d = ring::digest::digest(&ring::digest::SHA256, buf);
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&d.as_ref()[..16]);
-        out
     }
 
     /// Writes the event as one contract v1 JSON line (with a trailing newline).
@@ -331,8 +329,8 @@ impl Event {
 
     /// A length-prefixed, field-tagged encoding of everything but `at`.
     /// Reads back the canonical form (every field but `at`) that
-    /// [`Event::fingerprint_with`] leaves in its buffer: a held request is
-    /// kept in this form, one allocation instead of one per field. Each
+    /// [`Event::canonical`] writes: a held request is kept in this form, one
+    /// allocation instead of one per field. Each
     /// value goes through its parser again; `None` for anything but a
     /// canonical form.
     pub fn from_canonical(b: &[u8]) -> Option<Event> {
@@ -407,7 +405,7 @@ impl Event {
 
     fn write_canonical(&self, b: &mut Vec<u8>) {
         // Tag, length as LEB128, bytes: short, so that a typical request
-        // hashes in two SHA-256 blocks, and unambiguous.
+        // hashes in few blocks, and unambiguous.
         fn put(b: &mut Vec<u8>, tag: Field, bytes: &[u8]) {
             b.push(tag as u8);
             let mut n = bytes.len();
@@ -880,11 +878,11 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_ignores_at_only() {
+    fn the_canonical_form_ignores_at_only() {
         let a = parse_line(SWAP, AtRule::Required).unwrap();
         let b = parse_line(&SWAP.replace("10:00:00Z", "11:00:00Z"), AtRule::Required).unwrap();
         let c = parse_line(&SWAP.replace("\"A1\"", "\"A2\""), AtRule::Required).unwrap();
-        assert_eq!(a.fingerprint(), b.fingerprint());
-        assert_ne!(a.fingerprint(), c.fingerprint());
+        assert_eq!(a.canonical(), b.canonical());
+        assert_ne!(a.canonical(), c.canonical());
     }
 }

@@ -166,8 +166,8 @@ impl EntityState {
     fn ever_contains(&self, series: u16, key: u128) -> bool {
         self.may_have(series)
             && self.entries[self.range(series)]
-            .iter()
-            .any(|e| e.value == key)
+                .iter()
+                .any(|e| e.value == key)
     }
 
     fn has_any(&self, series: u16) -> bool {

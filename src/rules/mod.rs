@@ -354,8 +354,16 @@ mod tests {
             .find(|(i, _)| r.rules[usize::from(*i)].name == "port_pin_mismatch")
             .map(|(_, c)| c);
         assert!(matches!(pin, Some(Node::BoolIs(_, false))), "{pin:?}");
-        let auth = &r.rules.iter().find(|x| x.name == "auth_failures_deny").unwrap().cond;
-        assert!(matches!(auth, Node::CountsCmp(q, Cmp::Ge, 10) if q.len() == 2), "{auth:?}");
+        let auth = &r
+            .rules
+            .iter()
+            .find(|x| x.name == "auth_failures_deny")
+            .unwrap()
+            .cond;
+        assert!(
+            matches!(auth, Node::CountsCmp(q, Cmp::Ge, 10) if q.len() == 2),
+            "{auth:?}"
+        );
         // An account change reads no line history under the default rules.
         assert!(!plan(Kind::AccountChange).entities[crate::history::slot(Entity::Line)]);
     }

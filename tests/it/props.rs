@@ -99,9 +99,10 @@ fn opt_str(v: Option<&str>) -> Value {
 
 /// What an earlier valid line with an `id` left behind.
 enum Record {
-    Signal([u8; 16]),
+    Signal(Vec<u8>),
     Decision {
-        fingerprint: [u8; 16],
+        /// The canonical form of the request.
+        fingerprint: Vec<u8>,
         /// The first answer, as written.
         answer: Value,
         /// The outcome now (a released hold reads allow, a failed one deny).
@@ -110,9 +111,9 @@ enum Record {
 }
 
 impl Record {
-    fn fingerprint(&self) -> [u8; 16] {
+    fn fingerprint(&self) -> &[u8] {
         match self {
-            Record::Signal(f) | Record::Decision { fingerprint: f, .. } => *f,
+            Record::Signal(f) | Record::Decision { fingerprint: f, .. } => f,
         }
     }
 }
@@ -148,7 +149,7 @@ impl Model {
             && let Some(rec) = self.records.get(&**id)
         {
             return match rec {
-                _ if rec.fingerprint() != ev.fingerprint() => Expect::Error("id_conflict", "id"),
+                _ if rec.fingerprint() != ev.canonical() => Expect::Error("id_conflict", "id"),
                 Record::Signal(_) => Expect::SignalRetry,
                 Record::Decision { .. } => Expect::Retry,
             };
@@ -403,7 +404,7 @@ fn check_answers(input: &[u8], output: &[u8]) -> Result<(), TestCaseError> {
                     model.records.insert(
                         key,
                         Record::Decision {
-                            fingerprint: ev.fingerprint(),
+                            fingerprint: ev.canonical(),
                             answer: o.clone(),
                             outcome: d,
                         },
@@ -413,7 +414,7 @@ fn check_answers(input: &[u8], output: &[u8]) -> Result<(), TestCaseError> {
             }
             Expect::Signal => {
                 if let Some(key) = key {
-                    model.records.insert(key, Record::Signal(ev.fingerprint()));
+                    model.records.insert(key, Record::Signal(ev.canonical()));
                 }
                 match ev.kind {
                     Kind::Verification => {
@@ -876,7 +877,7 @@ proptest! {
         }
     }
 
-    /// (e) The canonical form a fingerprint hashes (and a hold keeps) reads
+    /// (e) The canonical form the engine fingerprints (and a hold keeps) reads
     /// back as the same event, less `at`: mutated generated traffic, and
     /// every example line of the contract.
     #[test]
@@ -889,11 +890,11 @@ proptest! {
         let mut buf = Vec::new();
         for line in lines.iter().map(String::as_str).chain(examples.lines()) {
             let Ok(ev) = parse_line(line, AtRule::Optional) else { continue };
-            let fp = ev.fingerprint_with(&mut buf);
+            ev.canonical_into(&mut buf);
             let back = Event::from_canonical(&buf);
             let want = Event { at: None, ..ev.clone() };
             prop_assert_eq!(back.as_ref(), Some(&want), "{}", line);
-            prop_assert_eq!(back.map(|b| b.fingerprint()), Some(fp));
+            prop_assert_eq!(back.map(|b| b.canonical()), Some(buf.clone()));
         }
     }
 
