@@ -184,6 +184,12 @@ impl Imsi {
     pub fn as_u128(self) -> u128 {
         (u128::from(self.len) << 64) | u128::from(self.value)
     }
+
+    /// The same key in 64 bits, never 0: the length in bits 56..60 and the
+    /// value (below 10^15 < 2^50) under it.
+    pub fn key64(self) -> u64 {
+        (u64::from(self.len) << 56) | self.value
+    }
 }
 
 impl fmt::Display for Imsi {

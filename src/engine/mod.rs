@@ -335,8 +335,8 @@ impl Engine {
         let subject = Subject::request(ev);
         let facts = ev.kind.is_decision().then(|| {
             let plan = rules.plans.get(usize::from(subject.kind.0));
-            let entities = plan.map_or([false; 5], |p| p.entities);
-            self.history.facts(&rules, &entities, &subject, now)
+            let series = plan.map_or([0; 5], |p| p.series);
+            self.history.facts(&rules, &series, &subject, now)
         });
         let fingerprint = ev.id.as_ref().map(|_| {
             ev.canonical_into(&mut self.scratch);
@@ -432,7 +432,7 @@ impl Engine {
         let Some(plan) = rules.plans.get(usize::from(subject.kind.0)) else {
             return (Outcome::Allow, 0, 0);
         };
-        let facts = self.history.facts(rules, &plan.entities, &subject, now);
+        let facts = self.history.facts(rules, &plan.series, &subject, now);
         evaluate_with(rules, &subject, &facts)
     }
 
@@ -451,7 +451,7 @@ impl Engine {
         self.history
             .record(rules, &recorded, Phase::Decided { completed }, now);
         if completed {
-            self.complete_sim_change(ev, now);
+            self.complete_sim_change(ev);
         }
         Answer::Decision(Decided {
             outcome,
@@ -462,11 +462,11 @@ impl Engine {
         })
     }
 
-    fn complete_sim_change(&mut self, ev: &Event, at: Timestamp) {
+    fn complete_sim_change(&mut self, ev: &Event) {
         if ev.kind.is_sim_change()
             && let Some(m) = ev.msisdn
         {
-            self.history.sim_change_completed(m, ev.imsi, at);
+            self.history.sim_change_completed(m, ev.imsi);
         }
     }
 
@@ -477,7 +477,7 @@ impl Engine {
         match ev.kind {
             Kind::DeviceSeen => {
                 if let (Some(m), Some(imsi), Some(imei)) = (ev.msisdn, ev.imsi, ev.imei) {
-                    let (new_device, sim) = self.history.device_seen(&rules, m, imsi, imei, now);
+                    let (new_device, sim) = self.history.device_seen(&rules, m, imsi, imei);
                     subject.new_device = new_device;
                     if sim == SimSeen::Unapproved {
                         let derived = Subject {
@@ -559,7 +559,7 @@ impl Engine {
                 ..Subject::request(&held)
             };
             self.history.record(&rules, &subject, Phase::Released, now);
-            self.complete_sim_change(&held, now);
+            self.complete_sim_change(&held);
         }
         Ok(())
     }
@@ -767,7 +767,7 @@ mod tests {
                 let at = ev.at.expect("generated events carry at");
                 if ev.kind.is_decision() {
                     let subject = Subject::request(&ev);
-                    let facts = e.history.facts(&rules, &[true; 5], &subject, at);
+                    let facts = e.history.facts(&rules, &[u32::MAX; 5], &subject, at);
                     let mut matched = 0u128;
                     for (i, r) in rules.rules.iter().enumerate() {
                         if truth(&r.cond, &subject, &rules.queries, &facts) {

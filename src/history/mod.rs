@@ -22,10 +22,6 @@ use smallvec::SmallVec;
 pub(crate) type Hasher = foldhash::fast::FixedState;
 pub(crate) type Map<K, V> = HashMap<K, V, Hasher>;
 
-/// Reserved series tags for the line's SIM state.
-const SIM_EXPECTED: u16 = u16::MAX;
-const SIM_WAITING: u16 = u16::MAX - 1;
-
 /// One recorded fact. 32 bytes: memory per subscriber is the budget that
 /// matters at a carrier's scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +65,8 @@ pub struct EntityState {
     present: u32,
 }
 
-/// The bit of `series` in [`EntityState::present`].
-fn presence_bit(series: u16) -> u32 {
+/// The bit of `series` in an entity's mask of the series it holds.
+pub fn presence_bit(series: u16) -> u32 {
     1 << series.min(31)
 }
 
@@ -223,14 +219,6 @@ impl EntityState {
         }
     }
 
-    fn clear(&mut self, series: u16) {
-        let r = self.range(series);
-        if !r.is_empty() {
-            self.entries.drain(r);
-            self.recount();
-        }
-    }
-
     /// Bytes this state holds on the heap (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
         if self.entries.spilled() {
@@ -324,10 +312,37 @@ impl std::fmt::Display for ListError {
     }
 }
 
+/// A line's history and its SIM state.
+#[derive(Debug, Clone, Default)]
+struct LineState {
+    state: EntityState,
+    /// The expected IMSI ([`Imsi::key64`]; 0 while none is expected), and
+    /// in bit 63 whether the line waits for the network to show a new SIM.
+    /// Kept beside the entries, not among them: the network's `device_seen`,
+    /// most of all traffic, reads it on every line, and here it costs no
+    /// read past the hash table's bucket.
+    sim: u64,
+}
+
+const SIM_WAITING: u64 = 1 << 63;
+
+impl LineState {
+    fn expected(&self) -> Option<u64> {
+        Some(self.sim & !SIM_WAITING).filter(|k| *k != 0)
+    }
+    fn waiting(&self) -> bool {
+        self.sim & SIM_WAITING != 0
+    }
+    fn is_empty(&self) -> bool {
+        self.sim == 0 && self.state.entries.is_empty()
+    }
+}
+
 /// All history the gateway keeps in memory.
 #[derive(Debug, Default)]
 pub struct History {
-    by_id: [Map<u128, EntityState>; 2],
+    lines: Map<u128, LineState>,
+    devices: Map<u128, EntityState>,
     by_token: [Map<TokKey, EntityState>; 3],
     lists: Map<Box<str>, HashSet<u128, Hasher>>,
 }
@@ -369,8 +384,8 @@ impl History {
     pub fn state(&self, e: Entity, subject: &Subject<'_>) -> Option<&EntityState> {
         let ev = subject.event;
         match e {
-            Entity::Line => self.by_id[0].get(&ev.msisdn?.as_u128()),
-            Entity::Device => self.by_id[1].get(&ev.imei?.as_u128()),
+            Entity::Line => self.lines.get(&ev.msisdn?.as_u128()).map(|l| &l.state),
+            Entity::Device => self.devices.get(&ev.imei?.as_u128()),
             _ => {
                 let tok = match e {
                     Entity::Account => ev.account.as_ref(),
@@ -382,27 +397,30 @@ impl History {
         }
     }
 
-    /// Looks up every entity a decision may read (those marked in
-    /// `entities`), once.
+    /// Looks up, once, every entity a decision reads: those with bits in
+    /// `series` (the presence bits of the series read, per entity slot).
     pub fn facts<'h>(
         &'h self,
         rules: &'h CompiledRules,
-        entities: &[bool; 5],
+        series: &[u32; 5],
         subject: &Subject<'_>,
         now: Timestamp,
     ) -> Facts<'h> {
         let mut states = [None; 5];
         for e in Entity::ALL {
-            if entities[slot(*e)] {
+            if series[slot(*e)] != 0 {
                 states[slot(*e)] = self.state(*e, subject);
             }
         }
-        // Read the first entry of every state now, side by side: each is
-        // likely a cache miss, and asked for together they overlap instead of
-        // stalling the rules one after another.
+        // Read now, side by side, the first entry of every state that holds
+        // a series the rules read: each is likely a cache miss, and asked for
+        // together they overlap instead of stalling the rules one after
+        // another. A state without such a series is not read at all.
         let mut first = 0u16;
-        for s in states.iter().flatten() {
-            first ^= s.entries.first().map_or(0, |e| e.series);
+        for (s, want) in states.iter().zip(series) {
+            if let Some(s) = s.filter(|s| s.present & want != 0) {
+                first ^= s.entries.first().map_or(0, |e| e.series);
+            }
         }
         std::hint::black_box(first);
         Facts {
@@ -496,13 +514,13 @@ impl History {
         needed: [bool; 5],
     ) -> [Option<&mut EntityState>; 5] {
         let ev = subject.event;
-        let [lines, devices] = &mut self.by_id;
+        let (lines, devices) = (&mut self.lines, &mut self.devices);
         let [accounts, agents, stores] = &mut self.by_token;
         let want = |e: Entity| needed[slot(e)];
         [
             ev.msisdn
                 .filter(|_| want(Entity::Line))
-                .map(|m| lines.entry(m.as_u128()).or_default()),
+                .map(|m| &mut lines.entry(m.as_u128()).or_default().state),
             ev.imei
                 .filter(|_| want(Entity::Device))
                 .map(|m| devices.entry(m.as_u128()).or_default()),
@@ -525,26 +543,23 @@ impl History {
         msisdn: Msisdn,
         imsi: Imsi,
         imei: Imei,
-        at: Timestamp,
     ) -> (Option<bool>, SimSeen) {
-        let state = self.by_id[0].entry(msisdn.as_u128()).or_default();
+        let line = self.lines.entry(msisdn.as_u128()).or_default();
+        let state = &line.state;
         let new_device = rules
             .devices
             .map(|series| state.has_any(series) && !state.ever_contains(series, imei.as_u128()));
-        (new_device, sim_seen(state, imsi, at))
+        (new_device, sim_seen(line, imsi))
     }
 
     /// A completed SIM change: the line now expects `imsi`, or, without one,
     /// waits for the network to show the new SIM.
-    pub fn sim_change_completed(&mut self, msisdn: Msisdn, imsi: Option<Imsi>, at: Timestamp) {
-        let state = self.by_id[0].entry(msisdn.as_u128()).or_default();
-        match imsi {
-            Some(i) => {
-                state.set_latest(SIM_EXPECTED, Entry::new(SIM_EXPECTED, i.as_u128(), at));
-                state.clear(SIM_WAITING);
-            }
-            None => state.set_latest(SIM_WAITING, Entry::new(SIM_WAITING, 0, at)),
-        }
+    pub fn sim_change_completed(&mut self, msisdn: Msisdn, imsi: Option<Imsi>) {
+        let line = self.lines.entry(msisdn.as_u128()).or_default();
+        line.sim = match imsi {
+            Some(i) => i.key64(),
+            None => line.sim | SIM_WAITING,
+        };
     }
 
     /// Adds a value to a list, parsed as the list's declared type.
@@ -584,28 +599,29 @@ impl History {
     /// left with nothing. State without a window is never dropped by age.
     pub fn prune(&mut self, rules: &CompiledRules, now: Timestamp) {
         let now = now.as_nanos();
-        let keep = |e: &Entry| match e.series {
-            SIM_EXPECTED | SIM_WAITING => true,
-            s => match rules.series.get(s as usize).map(|s| s.keep) {
-                Some(Keep::Window(w)) => now - e.nanos() <= w,
-                Some(_) => true,
-                // A series of an older ruleset: it has no reader any more.
-                None => false,
-            },
+        let keep = |e: &Entry| match rules.series.get(e.series as usize).map(|s| s.keep) {
+            Some(Keep::Window(w)) => now - e.nanos() <= w,
+            Some(_) => true,
+            // A series of an older ruleset: it has no reader any more.
+            None => false,
         };
-        for m in &mut self.by_id {
-            m.retain(|_, st| {
-                st.entries.retain(|e| keep(e));
-                st.entries.shrink_to_fit();
-                st.recount();
-                !st.entries.is_empty()
-            });
-        }
+        let prune = |st: &mut EntityState| {
+            st.entries.retain(|e| keep(e));
+            st.entries.shrink_to_fit();
+            st.recount();
+        };
+        self.lines.retain(|_, line| {
+            prune(&mut line.state);
+            // The SIM state has no window: a line keeps it however old.
+            !line.is_empty()
+        });
+        self.devices.retain(|_, st| {
+            prune(st);
+            !st.entries.is_empty()
+        });
         for m in &mut self.by_token {
             m.retain(|_, st| {
-                st.entries.retain(|e| keep(e));
-                st.entries.shrink_to_fit();
-                st.recount();
+                prune(st);
                 !st.entries.is_empty()
             });
         }
@@ -618,10 +634,18 @@ impl History {
         use std::mem::size_of;
         let table = |cap: usize, slot: usize| cap * (slot + 1);
         let mut total = 0;
-        for m in &self.by_id {
-            total += table(m.capacity(), size_of::<(u128, EntityState)>());
-            total += m.values().map(EntityState::heap_bytes).sum::<usize>();
-        }
+        total += table(self.lines.capacity(), size_of::<(u128, LineState)>());
+        total += self
+            .lines
+            .values()
+            .map(|l| l.state.heap_bytes())
+            .sum::<usize>();
+        total += table(self.devices.capacity(), size_of::<(u128, EntityState)>());
+        total += self
+            .devices
+            .values()
+            .map(EntityState::heap_bytes)
+            .sum::<usize>();
         for m in &self.by_token {
             total += table(m.capacity(), size_of::<(TokKey, EntityState)>());
             total += m
@@ -638,8 +662,8 @@ impl History {
     /// Entities with history, per kind (line, device, account, agent, store).
     pub fn entity_counts(&self) -> [usize; 5] {
         [
-            self.by_id[0].len(),
-            self.by_id[1].len(),
+            self.lines.len(),
+            self.devices.len(),
             self.by_token[0].len(),
             self.by_token[1].len(),
             self.by_token[2].len(),
@@ -665,27 +689,24 @@ fn append(
 
 /// Keeps the line's expected IMSI and tells whether `imsi` is a SIM change
 /// that no approved request explains.
-fn sim_seen(state: &mut EntityState, imsi: Imsi, at: Timestamp) -> SimSeen {
-    let expected = state.latest(SIM_EXPECTED);
-    let key = imsi.as_u128();
-    let set = |state: &mut EntityState| {
-        state.set_latest(SIM_EXPECTED, Entry::new(SIM_EXPECTED, key, at));
-    };
-    if state.has_any(SIM_WAITING) {
+fn sim_seen(line: &mut LineState, imsi: Imsi) -> SimSeen {
+    let key = imsi.key64();
+    let expected = line.expected();
+    if line.waiting() {
+        // The first SIM other than the one expected ends the wait.
         if expected != Some(key) {
-            set(state);
-            state.clear(SIM_WAITING);
+            line.sim = key;
         }
         return SimSeen::Expected;
     }
     match expected {
         None => {
-            set(state);
+            line.sim = key;
             SimSeen::Expected
         }
         Some(k) if k == key => SimSeen::Expected,
         Some(_) => {
-            set(state);
+            line.sim = key;
             SimSeen::Unapproved
         }
     }

@@ -147,9 +147,11 @@ pub struct Plan {
     /// The rules that can match this kind, in ruleset order, each with its
     /// condition specialized to the kind (see [`program::specialize`]).
     pub rules: Vec<(u16, Node)>,
-    /// The entities those conditions read, by [`crate::history::slot`]: a
-    /// decision looks up only these.
-    pub entities: [bool; 5],
+    /// The series those conditions read, per entity (by
+    /// [`crate::history::slot`]), as [`crate::history::presence_bit`]s: a
+    /// decision looks up only the entities with bits here, and reads an
+    /// entity's entries only when it has one of these series.
+    pub series: [u32; 5],
 }
 
 impl Plan {
@@ -166,7 +168,8 @@ impl Plan {
             plan.rules.push((i as u16, cond));
         }
         for q in read {
-            plan.entities[crate::history::slot(queries[q as usize].entity)] = true;
+            let q = &queries[q as usize];
+            plan.series[crate::history::slot(q.entity)] |= crate::history::presence_bit(q.series);
         }
         plan
     }
@@ -365,7 +368,10 @@ mod tests {
             "{auth:?}"
         );
         // An account change reads no line history under the default rules.
-        assert!(!plan(Kind::AccountChange).entities[crate::history::slot(Entity::Line)]);
+        assert_eq!(
+            plan(Kind::AccountChange).series[crate::history::slot(Entity::Line)],
+            0
+        );
     }
 
     #[test]
