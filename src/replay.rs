@@ -84,40 +84,54 @@ pub fn run<R: BufRead, W: Write>(
     let mut raw = Vec::with_capacity(512);
     let mut buf = Vec::with_capacity(512);
     let mut mark: Option<Timestamp> = None;
-    loop {
-        // A line wholly inside the reader's buffer is decided in place; one
-        // that straddles the buffer's end is copied out first.
-        let chunk = input.fill_buf()?;
-        if chunk.is_empty() {
-            break;
-        }
-        let used = match memchr::memchr(b'\n', chunk) {
-            Some(pos) => {
-                line(engine, &chunk[..=pos], &mut summary, &mut mark, &mut buf);
-                pos + 1
+    let mut batch: Vec<Parsed> = Vec::with_capacity(BATCH_LINES);
+    let mut eof = false;
+    while !eof {
+        // Parse a batch of lines, let the engine ask for the memory each
+        // event will need (their cache misses overlap, where one event at a
+        // time would wait for each in turn), then decide them in order.
+        batch.clear();
+        while batch.len() < BATCH_LINES {
+            // A line wholly inside the reader's buffer is parsed in place;
+            // one that straddles the buffer's end is copied out first.
+            let chunk = input.fill_buf()?;
+            if chunk.is_empty() {
+                eof = true;
+                break;
             }
-            None => {
-                raw.clear();
-                if read_long_line(&mut input, &mut raw)? {
-                    line(engine, &raw, &mut summary, &mut mark, &mut buf);
-                } else {
-                    summary.lines += 1;
-                    let e = ContractError::new(
-                        ErrorCode::BadJson,
-                        None,
-                        format!("the line is over line_bytes_max ({LINE_BYTES_MAX} bytes)"),
-                    );
-                    summary.error(e.code);
-                    write_error(&mut buf, summary.lines, &e);
+            let used = match memchr::memchr(b'\n', chunk) {
+                Some(pos) => {
+                    batch.push(parse(&chunk[..=pos]));
+                    pos + 1
                 }
-                0
+                None => {
+                    raw.clear();
+                    if read_long_line(&mut input, &mut raw)? {
+                        batch.push(parse(&raw));
+                    } else {
+                        batch.push(Parsed::Event(Err(ContractError::new(
+                            ErrorCode::BadJson,
+                            None,
+                            format!("the line is over line_bytes_max ({LINE_BYTES_MAX} bytes)"),
+                        ))));
+                    }
+                    0
+                }
+            };
+            input.consume(used);
+        }
+        for p in &batch {
+            if let Parsed::Event(Ok(ev)) = p {
+                engine.prefetch(ev);
             }
-        };
-        input.consume(used);
-        if summary.lines.is_multiple_of(PRUNE_EVERY_LINES)
-            && let Some(now) = mark
-        {
-            engine.prune(now);
+        }
+        for p in batch.drain(..) {
+            line(engine, p, &mut summary, &mut mark, &mut buf);
+            if summary.lines.is_multiple_of(PRUNE_EVERY_LINES)
+                && let Some(now) = mark
+            {
+                engine.prune(now);
+            }
         }
         if buf.len() >= OUT_FLUSH_BYTES {
             out.write_all(&buf)?;
@@ -127,6 +141,16 @@ pub fn run<R: BufRead, W: Write>(
     out.write_all(&buf)?;
     out.flush()?;
     Ok(summary)
+}
+
+/// Lines parsed ahead of the engine: enough for their cache misses to
+/// overlap, few enough that what they ask for is still in cache when used.
+const BATCH_LINES: usize = 16;
+
+/// A line, parsed.
+enum Parsed {
+    Blank,
+    Event(Result<Event, ContractError>),
 }
 
 /// Bytes one input line may hold (contract events are far smaller); a
@@ -161,23 +185,38 @@ const PRUNE_EVERY_LINES: u64 = 1 << 20;
 /// Answers are gathered and written in blocks of about this many bytes.
 const OUT_FLUSH_BYTES: usize = 1 << 16;
 
-/// Decides one line (with its newline, if any) and appends its answer to `buf`.
+/// Parses one line (with its newline, if any).
+fn parse(raw: &[u8]) -> Parsed {
+    if raw
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    {
+        return Parsed::Blank;
+    }
+    let text = std::str::from_utf8(raw).map_err(|e| {
+        ContractError::new(
+            ErrorCode::BadJson,
+            None,
+            format!("the line is not UTF-8 (byte {})", e.valid_up_to() + 1),
+        )
+    });
+    Parsed::Event(text.and_then(|t| contract::parse_line(t, AtRule::Required)))
+}
+
+/// Decides one parsed line and appends its answer to `buf`.
 fn line(
     engine: &mut Engine,
-    raw: &[u8],
+    parsed: Parsed,
     summary: &mut Summary,
     mark: &mut Option<Timestamp>,
     buf: &mut Vec<u8>,
 ) {
     summary.lines += 1;
     let line_no = summary.lines;
-    if raw
-        .iter()
-        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-    {
+    let Parsed::Event(parsed) = parsed else {
         return;
-    }
-    match step(engine, raw, mark) {
+    };
+    match parsed.and_then(|ev| step(engine, ev, mark)) {
         Ok((ev, answer)) => {
             summary.events += 1;
             match answer {
@@ -215,20 +254,12 @@ fn count_hits(hits: &mut [u64], bits: u128) {
     }
 }
 
-/// Parses one line, checks its order, and hands it to the engine.
+/// Checks an event's order and hands it to the engine.
 fn step(
     engine: &mut Engine,
-    raw: &[u8],
+    ev: Event,
     mark: &mut Option<Timestamp>,
 ) -> Result<(Event, Answer), ContractError> {
-    let text = std::str::from_utf8(raw).map_err(|e| {
-        ContractError::new(
-            ErrorCode::BadJson,
-            None,
-            format!("the line is not UTF-8 (byte {})", e.valid_up_to() + 1),
-        )
-    })?;
-    let ev = contract::parse_line(text, AtRule::Required)?;
     // Invariant: AtRule::Required guarantees `at`.
     let at = ev.at.expect("replay events carry at");
     if let Some(m) = *mark

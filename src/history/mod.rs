@@ -11,8 +11,8 @@
 //! Sans-IO: time comes in as a parameter; nothing here reads a clock, a file
 //! or a socket, and nothing allocates per query.
 
-use crate::contract::Timestamp;
 use crate::contract::ident::{Imei, Imsi, Msisdn, Token};
+use crate::contract::{Event, Timestamp};
 use crate::rules::{CompiledRules, Entity, Keep, Query, Series, Subject, Val, key_of, truth};
 use hashbrown::{HashMap, HashSet};
 use smallvec::SmallVec;
@@ -395,6 +395,31 @@ impl History {
                 self.token_map(e)?.get(tok.as_str())
             }
         }
+    }
+
+    /// Reads the state of every entity `ev` names (and its first entry),
+    /// changing nothing; returns a value made of what it read, for the
+    /// caller to consume so the reads are not optimized away. See
+    /// [`crate::engine::Engine::prefetch`].
+    pub fn touch(&self, ev: &Event) -> u64 {
+        let first = |s: &EntityState| s.entries.first().map_or(0, |e| u64::from(e.series));
+        let mut seen = 0;
+        if let Some(l) = ev.msisdn.and_then(|m| self.lines.get(&m.as_u128())) {
+            seen ^= l.sim ^ first(&l.state);
+        }
+        if let Some(d) = ev.imei.and_then(|i| self.devices.get(&i.as_u128())) {
+            seen ^= first(d);
+        }
+        for (map, tok) in self
+            .by_token
+            .iter()
+            .zip([&ev.account, &ev.agent, &ev.store])
+        {
+            if let Some(s) = tok.as_ref().and_then(|t| map.get(t.as_str())) {
+                seen ^= first(s);
+            }
+        }
+        seen
     }
 
     /// Looks up, once, every entity a decision reads: those with bits in
