@@ -109,7 +109,7 @@ pub fn run<R: BufRead, W: Write>(
                     if read_long_line(&mut input, &mut raw)? {
                         batch.push(parse(&raw));
                     } else {
-                        batch.push(Parsed::Event(Err(ContractError::new(
+                        batch.push(Some(Err(ContractError::new(
                             ErrorCode::BadJson,
                             None,
                             format!("the line is over line_bytes_max ({LINE_BYTES_MAX} bytes)"),
@@ -121,7 +121,7 @@ pub fn run<R: BufRead, W: Write>(
             input.consume(used);
         }
         for p in &batch {
-            if let Parsed::Event(Ok(ev)) = p {
+            if let Some(Ok(ev)) = p {
                 engine.prefetch(ev);
             }
         }
@@ -147,11 +147,8 @@ pub fn run<R: BufRead, W: Write>(
 /// overlap, few enough that what they ask for is still in cache when used.
 const BATCH_LINES: usize = 16;
 
-/// A line, parsed.
-enum Parsed {
-    Blank,
-    Event(Result<Event, ContractError>),
-}
+/// A line, parsed: `None` for a blank line.
+type Parsed = Option<Result<Event, ContractError>>;
 
 /// Bytes one input line may hold (contract events are far smaller); a
 /// longer line is an error, read past without being kept.
@@ -191,7 +188,7 @@ fn parse(raw: &[u8]) -> Parsed {
         .iter()
         .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
     {
-        return Parsed::Blank;
+        return None;
     }
     let text = std::str::from_utf8(raw).map_err(|e| {
         ContractError::new(
@@ -200,7 +197,7 @@ fn parse(raw: &[u8]) -> Parsed {
             format!("the line is not UTF-8 (byte {})", e.valid_up_to() + 1),
         )
     });
-    Parsed::Event(text.and_then(|t| contract::parse_line(t, AtRule::Required)))
+    Some(text.and_then(|t| contract::parse_line(t, AtRule::Required)))
 }
 
 /// Decides one parsed line and appends its answer to `buf`.
@@ -213,7 +210,7 @@ fn line(
 ) {
     summary.lines += 1;
     let line_no = summary.lines;
-    let Parsed::Event(parsed) = parsed else {
+    let Some(parsed) = parsed else {
         return;
     };
     match parsed.and_then(|ev| step(engine, ev, mark)) {
