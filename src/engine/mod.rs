@@ -9,7 +9,6 @@
 use crate::contract::{ContractError, ErrorCode, Event, Kind, Timestamp, VerifyResult};
 use crate::history::{Facts, History, ListError, Phase, SimSeen};
 use crate::rules::{Action, CompiledRules, HKind, Outcome, Subject, truth};
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::history::Map;
@@ -21,9 +20,11 @@ pub struct EngineLimits {
     /// Past it the oldest resolved record is forgotten: a retry of it is
     /// decided afresh. Held requests are never forgotten while pending.
     pub decision_records_max: usize,
-    /// Requests on hold at once (requests). Past it the oldest pending hold
-    /// expires as a failed verification would: it becomes a final deny
-    /// (fail closed), and its retries answer `deny`.
+    /// Requests on hold at once (requests). When a new hold finds it
+    /// reached, the oldest pending holds (a sixteenth of the limit, at least
+    /// one) expire as a failed verification would: each becomes a final deny
+    /// (fail closed), and its retries answer `deny`. Expiring in batches
+    /// makes it one pass over the holds instead of a cache miss per hold.
     pub holds_pending_max: usize,
 }
 
@@ -169,6 +170,13 @@ fn fingerprint(key: &FingerprintKey, canonical: &[u8]) -> [u8; 12] {
     out
 }
 
+/// A request on hold: its order among holds, and the request in canonical
+/// form ([`Event::from_canonical`]), one allocation.
+struct Held {
+    seq: u64,
+    canonical: Box<[u8]>,
+}
+
 /// A request id as a key: 128 bits of two seeded fast hashes. Fixed-size
 /// keys keep the record tables free of per-id allocations and cheap to grow.
 /// The key need not resist forgery: a record is matched only when its
@@ -218,7 +226,7 @@ impl Records {
         self.map.get_mut(&id)
     }
 
-    fn insert(&mut self, id: IdKey, mut record: Record, holds: &Map<IdKey, Box<[u8]>>) {
+    fn insert(&mut self, id: IdKey, mut record: Record, holds: &Map<IdKey, Held>) {
         if self.written >= self.generation_max {
             let current = self.generation;
             // Only a record that says hold can be pending: the others go
@@ -242,13 +250,10 @@ pub struct Engine {
     rulesets: Vec<Arc<CompiledRules>>,
     history: History,
     records: Records,
-    /// Held requests waiting for a verification, by id, in canonical form
-    /// ([`Event::from_canonical`]): one allocation each, cheap to drop when
-    /// the oldest expires.
-    holds: Map<IdKey, Box<[u8]>>,
-    /// Hold ids in the order they were held (some already resolved): the
-    /// oldest pending hold expires first when `holds_pending_max` is reached.
-    hold_order: VecDeque<IdKey>,
+    /// Held requests waiting for a verification, by id.
+    holds: Map<IdKey, Held>,
+    /// The order number of the next hold.
+    hold_seq: u64,
     holds_pending_max: usize,
     /// Scratch space for fingerprints: after `handle` computes one it holds
     /// the event's canonical form.
@@ -278,7 +283,7 @@ impl Engine {
             history: History::new(),
             records: Records::new(limits.decision_records_max),
             holds: Map::default(),
-            hold_order: VecDeque::new(),
+            hold_seq: 0,
             holds_pending_max: limits.holds_pending_max.max(1),
             scratch: Vec::with_capacity(512),
             fingerprint_key,
@@ -410,21 +415,21 @@ impl Engine {
         Answer::Decision(decided)
     }
 
-    /// Makes room for one more hold: the oldest pending ones become final
-    /// denies. Also drops resolved ids from the order queue.
+    /// Makes room for one more hold: at the limit, the oldest sixteenth of
+    /// the pending holds become final denies. Their records still say hold;
+    /// a retry reads "held but no longer pending" as expired, a deny (see
+    /// `retry`).
     fn expire_holds(&mut self) {
-        while self.holds.len() >= self.holds_pending_max {
-            let Some(old) = self.hold_order.pop_front() else {
-                break;
-            };
-            // Its record still says hold; a retry reads "held but no longer
-            // pending" as expired, a deny (see `handle`).
-            self.holds.remove(&old);
+        let max = self.holds_pending_max;
+        if self.holds.len() < max {
+            return;
         }
-        if self.hold_order.len() > 2 * self.holds.len() + 1024 {
-            let holds = &self.holds;
-            self.hold_order.retain(|k| holds.contains_key(k));
-        }
+        let expire = (max / 16).clamp(1, self.holds.len());
+        let mut seqs: Vec<u64> = self.holds.values().map(|h| h.seq).collect();
+        let (_, cutoff, _) = seqs.select_nth_unstable(expire - 1);
+        let cutoff = *cutoff;
+        self.holds.retain(|_, h| h.seq > cutoff);
+        debug_assert!(self.holds.len() < max);
     }
 
     /// Keeps the record of an answered event; `self.scratch` holds the
@@ -434,8 +439,12 @@ impl Engine {
             && d.outcome == Outcome::Hold
         {
             self.expire_holds();
-            self.holds.insert(key, self.scratch.as_slice().into());
-            self.hold_order.push_back(key);
+            let held = Held {
+                seq: self.hold_seq,
+                canonical: self.scratch.as_slice().into(),
+            };
+            self.hold_seq += 1;
+            self.holds.insert(key, held);
         }
         self.records.insert(key, r, &self.holds);
     }
@@ -560,7 +569,7 @@ impl Engine {
         let held = self
             .holds
             .get(&key)
-            .and_then(|h| Event::from_canonical(h))
+            .and_then(|h| Event::from_canonical(&h.canonical))
             .filter(|h| h.id.as_deref() == Some(r))
             .ok_or_else(unknown)?;
         debug_assert!(self.holds.contains_key(&key));
