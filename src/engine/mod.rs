@@ -9,6 +9,7 @@
 use crate::contract::{ContractError, ErrorCode, Event, Kind, Timestamp, VerifyResult};
 use crate::history::{Facts, History, ListError, Phase, SimSeen};
 use crate::rules::{Action, CompiledRules, HKind, Outcome, Subject, truth};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::history::Map;
@@ -24,7 +25,7 @@ pub struct EngineLimits {
     /// reached, the oldest pending holds (a sixteenth of the limit, at least
     /// one) expire as a failed verification would: each becomes a final deny
     /// (fail closed), and its retries answer `deny`. Expiring in batches
-    /// makes it one pass over the holds instead of a cache miss per hold.
+    /// lets the cache misses of the removals overlap.
     pub holds_pending_max: usize,
 }
 
@@ -170,13 +171,6 @@ fn fingerprint(key: &FingerprintKey, canonical: &[u8]) -> [u8; 12] {
     out
 }
 
-/// A request on hold: its order among holds, and the request in canonical
-/// form ([`Event::from_canonical`]), one allocation.
-struct Held {
-    seq: u64,
-    canonical: Box<[u8]>,
-}
-
 /// A request id as a key: 128 bits of two seeded fast hashes. Fixed-size
 /// keys keep the record tables free of per-id allocations and cheap to grow.
 /// The key need not resist forgery: a record is matched only when its
@@ -226,7 +220,7 @@ impl Records {
         self.map.get_mut(&id)
     }
 
-    fn insert(&mut self, id: IdKey, mut record: Record, holds: &Map<IdKey, Held>) {
+    fn insert(&mut self, id: IdKey, mut record: Record, holds: &Map<IdKey, Box<[u8]>>) {
         if self.written >= self.generation_max {
             let current = self.generation;
             // Only a record that says hold can be pending: the others go
@@ -250,10 +244,12 @@ pub struct Engine {
     rulesets: Vec<Arc<CompiledRules>>,
     history: History,
     records: Records,
-    /// Held requests waiting for a verification, by id.
-    holds: Map<IdKey, Held>,
-    /// The order number of the next hold.
-    hold_seq: u64,
+    /// Held requests waiting for a verification, by id, in canonical form
+    /// ([`Event::from_canonical`]): one allocation each.
+    holds: Map<IdKey, Box<[u8]>>,
+    /// Hold ids in the order they were held (some already resolved): the
+    /// oldest pending holds expire first when `holds_pending_max` is reached.
+    hold_order: VecDeque<IdKey>,
     holds_pending_max: usize,
     /// Scratch space for fingerprints: after `handle` computes one it holds
     /// the event's canonical form.
@@ -283,7 +279,7 @@ impl Engine {
             history: History::new(),
             records: Records::new(limits.decision_records_max),
             holds: Map::default(),
-            hold_seq: 0,
+            hold_order: VecDeque::new(),
             holds_pending_max: limits.holds_pending_max.max(1),
             scratch: Vec::with_capacity(512),
             fingerprint_key,
@@ -424,11 +420,19 @@ impl Engine {
         if self.holds.len() < max {
             return;
         }
-        let expire = (max / 16).clamp(1, self.holds.len());
-        let mut seqs: Vec<u64> = self.holds.values().map(|h| h.seq).collect();
-        let (_, cutoff, _) = seqs.select_nth_unstable(expire - 1);
-        let cutoff = *cutoff;
-        self.holds.retain(|_, h| h.seq > cutoff);
+        // One batch: the removals are independent of each other, so their
+        // cache misses overlap, where one at a time each would wait.
+        let target = max - (max / 16).max(1);
+        while self.holds.len() > target {
+            let Some(old) = self.hold_order.pop_front() else {
+                break;
+            };
+            self.holds.remove(&old);
+        }
+        if self.hold_order.len() > 2 * self.holds.len() + 1024 {
+            let holds = &self.holds;
+            self.hold_order.retain(|k| holds.contains_key(k));
+        }
         debug_assert!(self.holds.len() < max);
     }
 
@@ -439,12 +443,8 @@ impl Engine {
             && d.outcome == Outcome::Hold
         {
             self.expire_holds();
-            let held = Held {
-                seq: self.hold_seq,
-                canonical: self.scratch.as_slice().into(),
-            };
-            self.hold_seq += 1;
-            self.holds.insert(key, held);
+            self.holds.insert(key, self.scratch.as_slice().into());
+            self.hold_order.push_back(key);
         }
         self.records.insert(key, r, &self.holds);
     }
@@ -569,7 +569,7 @@ impl Engine {
         let held = self
             .holds
             .get(&key)
-            .and_then(|h| Event::from_canonical(&h.canonical))
+            .and_then(|h| Event::from_canonical(h))
             .filter(|h| h.id.as_deref() == Some(r))
             .ok_or_else(unknown)?;
         debug_assert!(self.holds.contains_key(&key));
