@@ -242,6 +242,14 @@ pub struct Engine {
     /// The rulesets that decided so far; the last decides now. Records name
     /// the one that decided them, so a retry answers as before.
     rulesets: Vec<Arc<CompiledRules>>,
+    /// Everything else: apart from the rulesets, so that deciding borrows
+    /// the current ruleset while it changes the state, without counting a
+    /// reference per event.
+    state: State,
+}
+
+/// What the engine keeps and changes.
+struct State {
     history: History,
     records: Records,
     /// Held requests waiting for a verification, by id, in canonical form
@@ -276,13 +284,15 @@ impl Engine {
     ) -> Engine {
         Engine {
             rulesets: vec![rules],
-            history: History::new(),
-            records: Records::new(limits.decision_records_max),
-            holds: Map::default(),
-            hold_order: VecDeque::new(),
-            holds_pending_max: limits.holds_pending_max.max(1),
-            scratch: Vec::with_capacity(512),
-            fingerprint_key,
+            state: State {
+                history: History::new(),
+                records: Records::new(limits.decision_records_max),
+                holds: Map::default(),
+                hold_order: VecDeque::new(),
+                holds_pending_max: limits.holds_pending_max.max(1),
+                scratch: Vec::with_capacity(512),
+                fingerprint_key,
+            },
         }
     }
 
@@ -302,24 +312,24 @@ impl Engine {
     }
 
     pub fn history(&self) -> &History {
-        &self.history
+        &self.state.history
     }
 
     /// Requests on hold now.
     pub fn holds_pending(&self) -> usize {
-        self.holds.len()
+        self.state.holds.len()
     }
 
     /// Adds a list value from a file at load time (not an event).
     pub fn list_add(&mut self, list: &str, value: &str) -> Result<(), ListError> {
-        let rules = self.current().clone();
-        self.history.list_add(&rules, list, value)
+        let rules = current(&self.rulesets);
+        self.state.history.list_add(rules, list, value)
     }
 
     /// Drops windowed history that no loaded rule can read any more.
     pub fn prune(&mut self, now: Timestamp) {
-        let rules = self.current().clone();
-        self.history.prune(&rules, now);
+        let rules = current(&self.rulesets);
+        self.state.history.prune(rules, now);
     }
 
     /// Reads, changing nothing, the memory that handling `ev` will read
@@ -332,16 +342,54 @@ impl Engine {
         let mut seen = 0u64;
         if let Some(id) = ev.id.as_deref() {
             seen ^= self
+                .state
                 .records
                 .get(IdKey::of(id))
                 .map_or(0, |r| u64::from(r.tags));
         }
-        seen ^= self.history.touch(ev);
+        seen ^= self.state.history.touch(ev);
         std::hint::black_box(seen);
     }
 
     /// Handles one valid event at time `now`.
     pub fn handle(&mut self, ev: &Event, now: Timestamp) -> Answer {
+        // Invariant: `rulesets` starts with one and never shrinks.
+        let index = self.rulesets.len() - 1;
+        self.state
+            .handle(&self.rulesets[index], index as u32, ev, now)
+    }
+
+    /// What the current rules decide for `ev` at `now`, reading history and
+    /// changing nothing: the rules' half of a decision. (History is laid out
+    /// by the series of the ruleset that recorded it, so only that ruleset
+    /// can read it.)
+    pub fn evaluate(&self, ev: &Event, now: Timestamp) -> (Outcome, u128, u128) {
+        let rules = self.current();
+        let subject = Subject::request(ev);
+        let Some(plan) = rules.plans.get(usize::from(subject.kind.0)) else {
+            return (Outcome::Allow, 0, 0);
+        };
+        let facts = self.state.history.facts(rules, &plan.series, &subject, now);
+        evaluate_with(rules, &subject, &facts)
+    }
+}
+
+/// The ruleset that decides now.
+fn current(rulesets: &[Arc<CompiledRules>]) -> &CompiledRules {
+    // Invariant: an engine starts with one ruleset and never drops one.
+    rulesets.last().expect("an engine always has a ruleset")
+}
+
+impl State {
+    /// Handles one valid event at time `now` under `rules`, the ruleset
+    /// numbered `ruleset`.
+    fn handle(
+        &mut self,
+        rules: &CompiledRules,
+        ruleset: u32,
+        ev: &Event,
+        now: Timestamp,
+    ) -> Answer {
         // Everything this event will read from memory is asked for first,
         // before any work that does not depend on it: the record of its id
         // and, for a request, the states of the entities its rules read.
@@ -350,12 +398,11 @@ impl Engine {
         // one after another.
         let key = ev.id.as_deref().map(IdKey::of);
         let prior = key.and_then(|k| self.records.get(k).copied());
-        let rules = self.current().clone();
         let subject = Subject::request(ev);
         let facts = ev.kind.is_decision().then(|| {
             let plan = rules.plans.get(usize::from(subject.kind.0));
             let series = plan.map_or([0; 5], |p| p.series);
-            self.history.facts(&rules, &series, &subject, now)
+            self.history.facts(rules, &series, &subject, now)
         });
         let fingerprint = ev.id.as_ref().map(|_| {
             ev.canonical_into(&mut self.scratch);
@@ -366,10 +413,10 @@ impl Engine {
         }
         let answer = match facts {
             Some(facts) => {
-                let evaluated = evaluate_with(&rules, &subject, &facts);
-                self.decide(&rules, ev, evaluated, now)
+                let evaluated = evaluate_with(rules, &subject, &facts);
+                self.decide(rules, ruleset, ev, evaluated, now)
             }
-            None => self.signal(ev, now),
+            None => self.signal(rules, ev, now),
         };
         if let (Some(key), Some(fingerprint)) = (key, fingerprint) {
             let record = match &answer {
@@ -449,23 +496,10 @@ impl Engine {
         self.records.insert(key, r, &self.holds);
     }
 
-    /// What the current rules decide for `ev` at `now`, reading history and
-    /// changing nothing: the rules' half of a decision. (History is laid out
-    /// by the series of the ruleset that recorded it, so only that ruleset
-    /// can read it.)
-    pub fn evaluate(&self, ev: &Event, now: Timestamp) -> (Outcome, u128, u128) {
-        let rules = self.current();
-        let subject = Subject::request(ev);
-        let Some(plan) = rules.plans.get(usize::from(subject.kind.0)) else {
-            return (Outcome::Allow, 0, 0);
-        };
-        let facts = self.history.facts(rules, &plan.series, &subject, now);
-        evaluate_with(rules, &subject, &facts)
-    }
-
     fn decide(
         &mut self,
         rules: &CompiledRules,
+        ruleset: u32,
         ev: &Event,
         (outcome, matched, shadow): (Outcome, u128, u128),
         now: Timestamp,
@@ -484,7 +518,7 @@ impl Engine {
             outcome,
             matched,
             shadow,
-            ruleset: (self.rulesets.len() - 1) as u32,
+            ruleset,
             retry: false,
         })
     }
@@ -497,14 +531,13 @@ impl Engine {
         }
     }
 
-    fn signal(&mut self, ev: &Event, now: Timestamp) -> Answer {
-        let rules = self.current().clone();
+    fn signal(&mut self, rules: &CompiledRules, ev: &Event, now: Timestamp) -> Answer {
         let mut alert = None;
         let mut subject = Subject::request(ev);
         match ev.kind {
             Kind::DeviceSeen => {
                 if let (Some(m), Some(imsi), Some(imei)) = (ev.msisdn, ev.imsi, ev.imei) {
-                    let (new_device, sim) = self.history.device_seen(&rules, m, imsi, imei);
+                    let (new_device, sim) = self.history.device_seen(rules, m, imsi, imei);
                     subject.new_device = new_device;
                     if sim == SimSeen::Unapproved {
                         let derived = Subject {
@@ -512,7 +545,7 @@ impl Engine {
                             ..subject
                         };
                         self.history.record(
-                            &rules,
+                            rules,
                             &derived,
                             Phase::Decided { completed: true },
                             now,
@@ -522,7 +555,7 @@ impl Engine {
                 }
             }
             Kind::Verification => {
-                if let Err(e) = self.verify(ev, now) {
+                if let Err(e) = self.verify(rules, ev, now) {
                     return Answer::Error(e);
                 }
             }
@@ -534,9 +567,9 @@ impl Engine {
                     };
                 };
                 let r = if ev.kind == Kind::ListAdd {
-                    self.history.list_add(&rules, list.as_str(), value)
+                    self.history.list_add(rules, list.as_str(), value)
                 } else {
-                    self.history.list_remove(&rules, list.as_str(), value)
+                    self.history.list_remove(rules, list.as_str(), value)
                 };
                 if let Err(e) = r {
                     return Answer::Error(list_error(e, ev));
@@ -545,7 +578,7 @@ impl Engine {
             _ => {}
         }
         self.history
-            .record(&rules, &subject, Phase::Decided { completed: true }, now);
+            .record(rules, &subject, Phase::Decided { completed: true }, now);
         Answer::Signal {
             alert,
             retry: false,
@@ -553,7 +586,12 @@ impl Engine {
     }
 
     /// Resolves the held request a verification names.
-    fn verify(&mut self, ev: &Event, now: Timestamp) -> Result<(), ContractError> {
+    fn verify(
+        &mut self,
+        rules: &CompiledRules,
+        ev: &Event,
+        now: Timestamp,
+    ) -> Result<(), ContractError> {
         let unknown = || {
             let mut e = ContractError::new(
                 ErrorCode::UnknownRef,
@@ -580,12 +618,11 @@ impl Engine {
             r.outcome = outcome;
         }
         if pass {
-            let rules = self.current().clone();
             let subject = Subject {
                 decision: Some(Outcome::Hold),
                 ..Subject::request(&held)
             };
-            self.history.record(&rules, &subject, Phase::Released, now);
+            self.history.record(rules, &subject, Phase::Released, now);
             self.complete_sim_change(&held);
         }
         Ok(())
@@ -794,7 +831,7 @@ mod tests {
                 let at = ev.at.expect("generated events carry at");
                 if ev.kind.is_decision() {
                     let subject = Subject::request(&ev);
-                    let facts = e.history.facts(&rules, &[u32::MAX; 5], &subject, at);
+                    let facts = e.state.history.facts(&rules, &[u32::MAX; 5], &subject, at);
                     let mut matched = 0u128;
                     for (i, r) in rules.rules.iter().enumerate() {
                         if truth(&r.cond, &subject, &rules.queries, &facts) {

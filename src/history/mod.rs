@@ -469,8 +469,8 @@ impl History {
         let Some(series_ids) = rules.by_kind.get(subject.kind.0 as usize) else {
             return;
         };
-        let mut admitted: [(u16, u128); 16] = [(0, 0); 16];
-        let mut n = 0;
+        // Most kinds feed a few series: these stay on the stack.
+        let mut admitted: SmallVec<[(u16, u128); 8]> = SmallVec::new();
         let mut needed = [false; 5];
         for &si in series_ids {
             let s: &Series = &rules.series[si as usize];
@@ -494,40 +494,18 @@ impl History {
                 },
                 None => u128::from(subject.kind.0),
             };
-            if n == admitted.len() {
-                // More series of one kind than the buffer: record in a second pass.
-                self.record_one(rules, subject, si, value, at);
-                continue;
-            }
-            admitted[n] = (si, value);
-            n += 1;
+            admitted.push((si, value));
             needed[slot(s.entity)] = true;
         }
-        if n == 0 {
+        if admitted.is_empty() {
             return;
         }
         let mut states = self.states_mut(subject, needed);
-        for &(si, value) in &admitted[..n] {
+        for &(si, value) in &admitted {
             let s = &rules.series[si as usize];
             if let Some(state) = states[slot(s.entity)].as_deref_mut() {
                 append(state, s, si, value, at, &rules.limits);
             }
-        }
-    }
-
-    fn record_one(
-        &mut self,
-        rules: &CompiledRules,
-        subject: &Subject<'_>,
-        si: u16,
-        value: u128,
-        at: Timestamp,
-    ) {
-        let s = &rules.series[si as usize];
-        let mut needed = [false; 5];
-        needed[slot(s.entity)] = true;
-        if let Some(state) = self.states_mut(subject, needed)[slot(s.entity)].as_deref_mut() {
-            append(state, s, si, value, at, &rules.limits);
         }
     }
 
