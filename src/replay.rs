@@ -125,8 +125,9 @@ pub fn run<R: BufRead, W: Write>(
                 engine.prefetch(ev);
             }
         }
-        for p in batch.drain(..) {
-            line(engine, p, &mut summary, &mut mark, &mut buf);
+        // By reference: an event is a few hundred bytes, not worth moving.
+        for p in &batch {
+            line(engine, p.as_ref(), &mut summary, &mut mark, &mut buf);
             if summary.lines.is_multiple_of(PRUNE_EVERY_LINES)
                 && let Some(now) = mark
             {
@@ -203,7 +204,7 @@ fn parse(raw: &[u8]) -> Parsed {
 /// Decides one parsed line and appends its answer to `buf`.
 fn line(
     engine: &mut Engine,
-    parsed: Parsed,
+    parsed: Option<&Result<Event, ContractError>>,
     summary: &mut Summary,
     mark: &mut Option<Timestamp>,
     buf: &mut Vec<u8>,
@@ -213,7 +214,11 @@ fn line(
     let Some(parsed) = parsed else {
         return;
     };
-    match parsed.and_then(|ev| step(engine, ev, mark)) {
+    let answered = match parsed {
+        Ok(ev) => step(engine, ev, mark).map(|a| (ev, a)),
+        Err(e) => Err(e.clone()),
+    };
+    match answered {
         Ok((ev, answer)) => {
             summary.events += 1;
             match answer {
@@ -254,9 +259,9 @@ fn count_hits(hits: &mut [u64], bits: u128) {
 /// Checks an event's order and hands it to the engine.
 fn step(
     engine: &mut Engine,
-    ev: Event,
+    ev: &Event,
     mark: &mut Option<Timestamp>,
-) -> Result<(Event, Answer), ContractError> {
+) -> Result<Answer, ContractError> {
     // Invariant: AtRule::Required guarantees `at`.
     let at = ev.at.expect("replay events carry at");
     if let Some(m) = *mark
@@ -274,12 +279,12 @@ fn step(
         e.id.clone_from(&ev.id);
         return Err(e);
     }
-    let answer = engine.handle(&ev, at);
+    let answer = engine.handle(ev, at);
     if let Answer::Error(e) = answer {
         return Err(e);
     }
     *mark = Some(at);
-    Ok((ev, answer))
+    Ok(answer)
 }
 
 /// Writes `s` as a JSON string.
