@@ -641,7 +641,12 @@ fn evaluate_with(
     };
     let (mut matched, mut shadow) = (0u128, 0u128);
     let (mut deny, mut allow, mut hold) = (false, false, false);
-    for (i, cond) in &plan.rules {
+    for ((i, cond), need) in plan.rules.iter().zip(&plan.needs) {
+        if let Some((slot, bits)) = *need
+            && facts.present(slot) & bits == 0
+        {
+            continue;
+        }
         let (i, r) = (usize::from(*i), &rules.rules[usize::from(*i)]);
         if !truth(cond, subject, &rules.queries, facts) {
             continue;

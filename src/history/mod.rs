@@ -44,6 +44,10 @@ impl Entry {
     fn nanos(&self) -> i128 {
         i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
     }
+    /// The time as (seconds, nanoseconds): ordered as the time is.
+    fn at(&self) -> (i64, u32) {
+        (self.secs, self.nanos)
+    }
 }
 
 /// The history of one entity.
@@ -107,33 +111,39 @@ impl EntityState {
             .fold(0, |m, e| m | presence_bit(e.series));
     }
 
-    /// Entries of `series` that count at `now` for a window of `w` ns:
-    /// `now - w <= t <= now`.
-    fn window(&self, series: u16, w: i128, now: i128) -> &[Entry] {
+    /// Entries of `series` that count at `now` for a window `w`:
+    /// `now - w <= t <= now`, times as (seconds, nanoseconds).
+    fn window(&self, series: u16, w: (i64, u32), now: (i64, u32)) -> &[Entry] {
         if !self.may_have(series) {
             return &[];
         }
         let s = &self.entries[self.range(series)];
+        let lo = window_start(now, w);
         let (start, end) = if s.len() <= 8 {
-            let start = s.iter().take_while(|e| now - e.nanos() > w).count();
-            let end = start + s[start..].iter().take_while(|e| e.nanos() <= now).count();
+            let start = s.iter().take_while(|e| e.at() < lo).count();
+            // Entries after `now` are rare (a decision evaluated at an
+            // earlier time): check the last first.
+            let end = match s.last() {
+                Some(e) if e.at() <= now => s.len(),
+                _ => start + s[start..].iter().take_while(|e| e.at() <= now).count(),
+            };
             (start, end)
         } else {
-            let start = s.partition_point(|e| now - e.nanos() > w);
-            (start, s.partition_point(|e| e.nanos() <= now))
+            let start = s.partition_point(|e| e.at() < lo);
+            (start, s.partition_point(|e| e.at() <= now))
         };
         s.get(start..end).unwrap_or(&[])
     }
 
-    fn count(&self, q: &Query, now: i128) -> i64 {
-        self.window(q.series, q.window, now).len() as i64
+    fn count(&self, q: &Query, now: (i64, u32)) -> i64 {
+        self.window(q.series, q.window_parts, now).len() as i64
     }
 
     /// Distinct values in the window, counted up to `cap`: a rule asking
     /// `distinct(...) >= 10` stops at the eleventh.
-    fn distinct(&self, q: &Query, now: i128, cap: i64) -> i64 {
+    fn distinct(&self, q: &Query, now: (i64, u32), cap: i64) -> i64 {
         let mut seen = smallset::SmallSet::default();
-        for e in self.window(q.series, q.window, now) {
+        for e in self.window(q.series, q.window_parts, now) {
             seen.insert(e.value);
             if seen.len() as i64 >= cap {
                 break;
@@ -142,10 +152,10 @@ impl EntityState {
         seen.len() as i64
     }
 
-    fn since(&self, q: &Query, now: i128) -> Option<i128> {
-        self.window(q.series, q.window, now)
+    fn since(&self, q: &Query, now: (i64, u32), now_nanos: i128) -> Option<i128> {
+        self.window(q.series, q.window_parts, now)
             .last()
-            .map(|e| now - e.nanos())
+            .map(|e| now_nanos - e.nanos())
     }
 
     fn latest(&self, series: u16) -> Option<u128> {
@@ -229,15 +239,18 @@ impl EntityState {
     }
 }
 
-/// A set of u128 keys for `distinct`: on the stack up to 32 values, then a
-/// hash set, so that a long window stays linear.
+/// A set of u128 keys for `distinct`: on the stack (uninitialized until
+/// used) up to 32 values, then a hash set, so that a long window stays
+/// linear.
 mod smallset {
     use hashbrown::HashSet;
+    use smallvec::SmallVec;
+
+    const INLINE_MAX: usize = 32;
 
     #[derive(Default)]
     pub struct SmallSet {
-        inline: [u128; 32],
-        n: usize,
+        inline: SmallVec<[u128; 16]>,
         spill: Option<HashSet<u128, super::Hasher>>,
     }
     impl SmallSet {
@@ -246,12 +259,11 @@ mod smallset {
                 set.insert(v);
                 return;
             }
-            if self.inline[..self.n].contains(&v) {
+            if self.inline.contains(&v) {
                 return;
             }
-            if self.n < self.inline.len() {
-                self.inline[self.n] = v;
-                self.n += 1;
+            if self.inline.len() < INLINE_MAX {
+                self.inline.push(v);
                 return;
             }
             let mut set: HashSet<u128, super::Hasher> = self.inline.iter().copied().collect();
@@ -259,9 +271,21 @@ mod smallset {
             self.spill = Some(set);
         }
         pub fn len(&self) -> usize {
-            self.spill.as_ref().map_or(self.n, HashSet::len)
+            self.spill.as_ref().map_or(self.inline.len(), HashSet::len)
         }
     }
+}
+
+/// `now - w`, both as (seconds, nanoseconds), nanoseconds below 10^9.
+fn window_start(now: (i64, u32), w: (i64, u32)) -> (i64, u32) {
+    let (mut secs, nanos) = (now.0.saturating_sub(w.0), now.1);
+    let nanos = if nanos >= w.1 {
+        nanos - w.1
+    } else {
+        secs = secs.saturating_sub(1);
+        nanos + 1_000_000_000 - w.1
+    };
+    (secs, nanos)
 }
 
 /// Whether a recording is the request's decision or its later completion.
@@ -353,6 +377,7 @@ pub struct Facts<'h> {
     history: &'h History,
     rules: &'h CompiledRules,
     now: i128,
+    now_at: (i64, u32),
 }
 
 /// The index of an entity kind in per-entity arrays.
@@ -453,6 +478,7 @@ impl History {
             history: self,
             rules,
             now: now.as_nanos(),
+            now_at: (now.unix_secs(), now.subsec_nanos()),
         }
     }
 
@@ -850,19 +876,31 @@ impl crate::rules::Lookup for NoHistory {
     }
 }
 
+impl Facts<'_> {
+    /// The series bits the entity in `slot` holds (none when it has no
+    /// history, or was not looked up).
+    pub fn present(&self, slot: usize) -> u32 {
+        self.states
+            .get(slot)
+            .copied()
+            .flatten()
+            .map_or(0, |s| s.present)
+    }
+}
+
 impl crate::rules::Lookup for Facts<'_> {
     fn count(&self, q: &Query) -> i64 {
-        self.states[slot(q.entity)].map_or(0, |s| s.count(q, self.now))
+        self.states[slot(q.entity)].map_or(0, |s| s.count(q, self.now_at))
     }
     fn distinct(&self, q: &Query, cap: i64) -> i64 {
-        self.states[slot(q.entity)].map_or(0, |s| s.distinct(q, self.now, cap))
+        self.states[slot(q.entity)].map_or(0, |s| s.distinct(q, self.now_at, cap))
     }
     fn exists(&self, q: &Query) -> bool {
         self.states[slot(q.entity)]
-            .is_some_and(|s| !s.window(q.series, q.window, self.now).is_empty())
+            .is_some_and(|s| !s.window(q.series, q.window_parts, self.now_at).is_empty())
     }
     fn since(&self, q: &Query) -> Option<i128> {
-        self.states[slot(q.entity)]?.since(q, self.now)
+        self.states[slot(q.entity)]?.since(q, self.now_at, self.now)
     }
     fn latest(&self, q: &Query) -> Option<u128> {
         self.states[slot(q.entity)]?.latest(q.series)

@@ -545,10 +545,16 @@ impl Compiler<'_> {
             keep,
         };
         let si = self.series(series, p)?;
+        let parts = (
+            i64::try_from(window.div_euclid(1_000_000_000)).unwrap_or(i64::MAX),
+            // Invariant: a remainder of a division by 10^9 fits in u32.
+            u32::try_from(window.rem_euclid(1_000_000_000)).unwrap_or(0),
+        );
         self.built.queries.push(Query {
             series: si,
             entity,
             window,
+            window_parts: parts,
         });
         Ok(((self.built.queries.len() - 1) as u16, ty))
     }

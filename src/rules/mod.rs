@@ -147,6 +147,11 @@ pub struct Plan {
     /// The rules that can match this kind, in ruleset order, each with its
     /// condition specialized to the kind (see [`program::specialize`]).
     pub rules: Vec<(u16, Node)>,
+    /// For each of `rules`, what its entity must hold for it to match, when
+    /// that can be said: `(slot, series bits)`, as [`program::need`] finds.
+    /// Most requests ask about what an entity has never had (a lock, a fraud
+    /// report): such a rule is false before it is evaluated.
+    pub needs: Vec<Option<(usize, u32)>>,
     /// The series those conditions read, per entity (by
     /// [`crate::history::slot`]), as [`crate::history::presence_bit`]s: a
     /// decision looks up only the entities with bits here, and reads an
@@ -164,6 +169,7 @@ impl Plan {
                 continue;
             }
             program::queries_read(&cond, &mut read);
+            plan.needs.push(program::need(&cond, queries));
             // Invariant: rules_max is at most 128.
             plan.rules.push((i as u16, cond));
         }

@@ -350,6 +350,9 @@ pub struct Query {
     pub entity: Entity,
     /// Inclusive window in nanoseconds (windowed functions only).
     pub window: i128,
+    /// The same window as whole seconds and nanoseconds, so that a
+    /// decision finds where it starts without dividing.
+    pub window_parts: (i64, u32),
 }
 
 /// A declared list.
@@ -410,6 +413,42 @@ pub fn specialize(n: &Node, kind: HKind) -> Node {
             y => Node::Not(Box::new(y)),
         },
         _ => n.clone(),
+    }
+}
+
+/// What `n` needs in history to be true, when that can be said from its
+/// shape: `Some((slot, bits))` when `n` is false unless the entity in
+/// [`crate::history::slot`] `slot` holds some series among `bits`
+/// ([`crate::history::presence_bit`]). `exists`, `latest(..) is`, `x in
+/// ever(..)` and counts compared so that zero fails all need their series.
+pub fn need(n: &Node, qs: &[Query]) -> Option<(usize, u32)> {
+    let of = |q: &u16| {
+        let q = &qs[usize::from(*q)];
+        (
+            crate::history::slot(q.entity),
+            crate::history::presence_bit(q.series),
+        )
+    };
+    // Whether `count op c` is false at a count of zero.
+    let zero_fails = |op: Cmp, c: i64| match op {
+        Cmp::Ge | Cmp::Eq => c >= 1,
+        Cmp::Gt => c >= 0,
+        Cmp::Ne => c == 0,
+        Cmp::Lt => c <= 0,
+        Cmp::Le => c < 0,
+    };
+    match n {
+        Node::Exists(q) | Node::LatestIs(q, _) | Node::InEver(_, q) => Some(of(q)),
+        Node::DistinctCmp(q, _, op, c) if zero_fails(*op, *c) => Some(of(q)),
+        Node::CountsCmp(terms, op, c) if zero_fails(*op, *c) => {
+            let mut it = terms.iter().map(of);
+            let first = it.next()?;
+            it.try_fold(first, |(slot, bits), (s, b)| {
+                (s == slot).then_some((slot, bits | b))
+            })
+        }
+        Node::And(xs) => xs.iter().find_map(|x| need(x, qs)),
+        _ => None,
     }
 }
 
