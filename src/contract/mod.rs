@@ -267,6 +267,7 @@ impl Event {
     /// allocation on the decision path.
     pub fn canonical_into(&self, buf: &mut Vec<u8>) {
         buf.clear();
+        buf.reserve(256);
         self.write_canonical(buf);
     }
 
@@ -407,13 +408,19 @@ impl Event {
         // Tag, length as LEB128, bytes: short, so that a typical request
         // hashes in few blocks, and unambiguous.
         fn put(b: &mut Vec<u8>, tag: Field, bytes: &[u8]) {
-            b.push(tag as u8);
-            let mut n = bytes.len();
-            while n >= 0x80 {
-                b.push((n as u8 & 0x7f) | 0x80);
-                n >>= 7;
+            let n = bytes.len();
+            if n < 0x80 {
+                // The common case: one length byte.
+                b.extend_from_slice(&[tag as u8, n as u8]);
+            } else {
+                b.push(tag as u8);
+                let mut n = n;
+                while n >= 0x80 {
+                    b.push((n as u8 & 0x7f) | 0x80);
+                    n >>= 7;
+                }
+                b.push(n as u8);
             }
-            b.push(n as u8);
             b.extend_from_slice(bytes);
         }
         put(b, Field::Kind, &[self.kind as u8]);

@@ -640,7 +640,16 @@ pub fn truth<'a, L: Lookup>(n: &'a Node, s: &Subject<'a>, qs: &'a [Query], l: &L
                 .fold(0i64, |sum, i| sum.saturating_add(l.count(&qs[*i as usize])));
             ordered(*op, sum.cmp(c))
         }
-        Node::DistinctCmp(i, cap, op, c) => ordered(*op, l.distinct(&qs[*i as usize], *cap).cmp(c)),
+        Node::DistinctCmp(i, cap, op, c) => {
+            let q = &qs[*i as usize];
+            // Distinct values are at most the entries: when the count
+            // already fails `>= c` (or `> c`), so does distinct, without
+            // collecting values.
+            if matches!(op, Cmp::Ge | Cmp::Gt) && !ordered(*op, l.count(q).cmp(c)) {
+                return false;
+            }
+            ordered(*op, l.distinct(q, *cap).cmp(c))
+        }
         Node::BoolIs(a, b) => s.get(*a) == Val::Bool(*b),
         _ => eval(n, s, qs, l) == Val::Bool(true),
     }
