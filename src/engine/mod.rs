@@ -171,6 +171,13 @@ fn fingerprint(key: &FingerprintKey, canonical: &[u8]) -> [u8; 12] {
     out
 }
 
+/// A request on hold: its number among holds, and the request in canonical
+/// form ([`Event::from_canonical`]), one allocation.
+struct Held {
+    seq: u64,
+    canonical: Box<[u8]>,
+}
+
 /// A request id as a key: 128 bits of two seeded fast hashes. Fixed-size
 /// keys keep the record tables free of per-id allocations and cheap to grow.
 /// The key need not resist forgery: a record is matched only when its
@@ -220,7 +227,7 @@ impl Records {
         self.map.get_mut(&id)
     }
 
-    fn insert(&mut self, id: IdKey, mut record: Record, holds: &Map<IdKey, Box<[u8]>>) {
+    fn insert(&mut self, id: IdKey, mut record: Record, holds: &Map<IdKey, Held>) {
         if self.written >= self.generation_max {
             let current = self.generation;
             // Only a record that says hold can be pending: the others go
@@ -254,10 +261,13 @@ struct State {
     records: Records,
     /// Held requests waiting for a verification, by id, in canonical form
     /// ([`Event::from_canonical`]): one allocation each.
-    holds: Map<IdKey, Box<[u8]>>,
+    holds: Map<IdKey, Held>,
     /// Hold ids in the order they were held (some already resolved): the
     /// oldest pending holds expire first when `holds_pending_max` is reached.
-    hold_order: VecDeque<IdKey>,
+    hold_order: VecDeque<(IdKey, u64)>,
+    /// The number of the next hold: an entry of `hold_order` stands for the
+    /// hold with its key and number, not for a later hold of the same id.
+    hold_seq: u64,
     holds_pending_max: usize,
     /// Scratch space for fingerprints: after `handle` computes one it holds
     /// the event's canonical form.
@@ -289,6 +299,7 @@ impl Engine {
                 records: Records::new(limits.decision_records_max),
                 holds: Map::default(),
                 hold_order: VecDeque::new(),
+                hold_seq: 0,
                 holds_pending_max: limits.holds_pending_max.max(1),
                 scratch: Vec::with_capacity(512),
                 fingerprint_key,
@@ -471,14 +482,17 @@ impl State {
         // cache misses overlap, where one at a time each would wait.
         let target = max - (max / 16).max(1);
         while self.holds.len() > target {
-            let Some(old) = self.hold_order.pop_front() else {
+            let Some((old, seq)) = self.hold_order.pop_front() else {
                 break;
             };
-            self.holds.remove(&old);
+            if self.holds.get(&old).is_some_and(|h| h.seq == seq) {
+                self.holds.remove(&old);
+            }
         }
         if self.hold_order.len() > 2 * self.holds.len() + 1024 {
             let holds = &self.holds;
-            self.hold_order.retain(|k| holds.contains_key(k));
+            self.hold_order
+                .retain(|(k, seq)| holds.get(k).is_some_and(|h| h.seq == *seq));
         }
         debug_assert!(self.holds.len() < max);
     }
@@ -490,8 +504,14 @@ impl State {
             && d.outcome == Outcome::Hold
         {
             self.expire_holds();
-            self.holds.insert(key, self.scratch.as_slice().into());
-            self.hold_order.push_back(key);
+            let seq = self.hold_seq;
+            self.hold_seq += 1;
+            let held = Held {
+                seq,
+                canonical: self.scratch.as_slice().into(),
+            };
+            self.holds.insert(key, held);
+            self.hold_order.push_back((key, seq));
         }
         self.records.insert(key, r, &self.holds);
     }
@@ -607,7 +627,7 @@ impl State {
         let held = self
             .holds
             .get(&key)
-            .and_then(|h| Event::from_canonical(h))
+            .and_then(|h| Event::from_canonical(&h.canonical))
             .filter(|h| h.id.as_deref() == Some(r))
             .ok_or_else(unknown)?;
         debug_assert!(self.holds.contains_key(&key));
@@ -790,6 +810,134 @@ mod tests {
         assert!(
             matches!(run(&mut e, &held[2]), Answer::Decision(d) if d.retry && d.outcome == Outcome::Hold)
         );
+    }
+
+    /// At the limit the oldest sixteenth of pending holds expire at once,
+    /// oldest first; the others stay pending.
+    #[test]
+    fn pending_holds_expire_in_batches_oldest_first() {
+        let mut e = Engine::with_limits(
+            Arc::new(CompiledRules::default_rules()),
+            EngineLimits {
+                holds_pending_max: 32,
+                ..EngineLimits::default()
+            },
+        );
+        let mut held = Vec::new();
+        for i in 0..33 {
+            let line = format!("+4477009003{i:02}");
+            run(
+                &mut e,
+                &swap(&format!("f{i}"), &line, "2026-03-01T10:00:00Z"),
+            );
+            let h = swap(&format!("h{i}"), &line, "2026-03-01T10:01:00Z");
+            assert!(matches!(run(&mut e, &h), Answer::Decision(d) if d.outcome == Outcome::Hold));
+            held.push(h);
+        }
+        // The 33rd hold found 32 pending: the two oldest expired.
+        assert_eq!(e.holds_pending(), 31);
+        for (i, h) in held.iter().enumerate() {
+            let want = if i < 2 { Outcome::Deny } else { Outcome::Hold };
+            assert!(
+                matches!(run(&mut e, h), Answer::Decision(d) if d.retry && d.outcome == want),
+                "hold {i}"
+            );
+        }
+    }
+
+    /// A hold's place in the expiry order belongs to that hold: an id held,
+    /// released, forgotten and held again waits its own turn.
+    #[test]
+    fn a_reused_id_held_again_waits_its_own_turn() {
+        let mut e = Engine::with_limits(
+            Arc::new(CompiledRules::default_rules()),
+            EngineLimits {
+                decision_records_max: 2,
+                holds_pending_max: 2,
+            },
+        );
+        let at = "2026-03-01T10:01:00Z";
+        run(&mut e, &swap("a0", "+447700900401", "2026-03-01T10:00:00Z"));
+        let first = swap("x", "+447700900401", at);
+        assert!(matches!(run(&mut e, &first), Answer::Decision(d) if d.outcome == Outcome::Hold));
+        let pass = parse_line(
+            r#"{"kind":"verification","ref":"x","result":"pass","at":"2026-03-01T10:02:00Z"}"#,
+            AtRule::Required,
+        )
+        .expect("valid verification");
+        assert!(matches!(run(&mut e, &pass), Answer::Signal { .. }));
+        // Enough other requests that the record of "x" is forgotten.
+        for i in 0..6 {
+            run(
+                &mut e,
+                &swap(&format!("o{i}"), &format!("+4477009005{i:02}"), at),
+            );
+        }
+        // "y" is held, then "x" again (other content, decided afresh).
+        run(&mut e, &swap("c0", "+447700900403", "2026-03-01T10:00:00Z"));
+        let y = swap("y", "+447700900403", "2026-03-01T10:03:00Z");
+        assert!(matches!(run(&mut e, &y), Answer::Decision(d) if d.outcome == Outcome::Hold));
+        run(&mut e, &swap("b0", "+447700900402", "2026-03-01T10:00:00Z"));
+        let again = swap("x", "+447700900402", "2026-03-01T10:03:00Z");
+        assert!(
+            matches!(run(&mut e, &again), Answer::Decision(d) if !d.retry && d.outcome == Outcome::Hold)
+        );
+        // A third hold finds the limit of two: the oldest pending one, "y",
+        // expires; "x", held after it, stays pending.
+        run(&mut e, &swap("d0", "+447700900404", "2026-03-01T10:00:00Z"));
+        let z = swap("z", "+447700900404", "2026-03-01T10:03:00Z");
+        assert!(matches!(run(&mut e, &z), Answer::Decision(d) if d.outcome == Outcome::Hold));
+        assert_eq!(e.holds_pending(), 2);
+        assert!(
+            matches!(run(&mut e, &again), Answer::Decision(d) if d.retry && d.outcome == Outcome::Hold)
+        );
+        let verify_y = parse_line(
+            r#"{"kind":"verification","ref":"y","result":"pass","at":"2026-03-01T10:04:00Z"}"#,
+            AtRule::Required,
+        )
+        .expect("valid verification");
+        assert!(
+            matches!(run(&mut e, &verify_y), Answer::Error(err) if err.code == ErrorCode::UnknownRef),
+            "y expired"
+        );
+    }
+
+    /// A held SIM change carrying an IMSI with leading zeros, released by a
+    /// passed verification, sets the line's expected IMSI from the held
+    /// request's canonical form: the network then showing that SIM raises
+    /// no alert, and another SIM does.
+    #[test]
+    fn a_released_hold_sets_the_expected_imsi_it_carried() {
+        let mut e = engine(1000);
+        run(&mut e, &swap("s0", "+447700900601", "2026-03-01T10:00:00Z"));
+        let line = r#"{"id":"s1","kind":"sim_swap","at":"2026-03-01T10:01:00Z","msisdn":"+447700900601","account":"A447700900601","iccid":"8944110000000000008","imsi":"00101000000001"}"#;
+        let held = parse_line(line, AtRule::Required).expect("valid swap");
+        assert!(matches!(run(&mut e, &held), Answer::Decision(d) if d.outcome == Outcome::Hold));
+        let pass = parse_line(
+            r#"{"kind":"verification","ref":"s1","result":"pass","at":"2026-03-01T10:02:00Z"}"#,
+            AtRule::Required,
+        )
+        .expect("valid verification");
+        assert!(matches!(run(&mut e, &pass), Answer::Signal { .. }));
+        let seen = |imsi: &str, at: &str| {
+            parse_line(
+                &format!(
+                    r#"{{"kind":"device_seen","at":"{at}","msisdn":"+447700900601","imsi":"{imsi}","imei":"356938035643809"}}"#
+                ),
+                AtRule::Required,
+            )
+            .expect("valid device_seen")
+        };
+        let same = seen("00101000000001", "2026-03-01T10:03:00Z");
+        assert!(matches!(
+            run(&mut e, &same),
+            Answer::Signal { alert: None, .. }
+        ));
+        let other = seen("001010000000002", "2026-03-01T10:04:00Z");
+        assert!(matches!(
+            run(&mut e, &other),
+            Answer::Signal { alert: Some(_), .. }
+        ));
     }
 
     #[test]

@@ -921,3 +921,28 @@ impl crate::rules::Lookup for Facts<'_> {
             .is_some_and(|s| s.contains(&key))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `window_start` is `now - w` to the nanosecond, borrowing a second
+    /// when the nanoseconds underflow, at either side of zero.
+    #[test]
+    fn window_start_subtracts_exactly() {
+        let ns = |(s, n): (i64, u32)| i128::from(s) * 1_000_000_000 + i128::from(n);
+        let cases = [
+            ((100, 5), (10, 3)),
+            ((100, 5), (10, 7)),
+            ((0, 0), (0, 1)),
+            ((-5, 999_999_999), (1, 999_999_999)),
+            ((1_767_225_600, 0), (86_400, 0)),
+            ((1_767_225_600, 1), (34_560_000, 2)),
+        ];
+        for (now, w) in cases {
+            let lo = window_start(now, w);
+            assert!(lo.1 < 1_000_000_000, "{now:?} - {w:?}");
+            assert_eq!(ns(lo), ns(now) - ns(w), "{now:?} - {w:?}");
+        }
+    }
+}
