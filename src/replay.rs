@@ -214,12 +214,16 @@ fn line(
     let Some(parsed) = parsed else {
         return;
     };
-    let answered = match parsed {
-        Ok(ev) => step(engine, ev, mark).map(|a| (ev, a)),
-        Err(e) => Err(e.clone()),
+    let ev = match parsed {
+        Ok(ev) => ev,
+        Err(e) => {
+            summary.error(e.code);
+            write_error(buf, line_no, e);
+            return;
+        }
     };
-    match answered {
-        Ok((ev, answer)) => {
+    match step(engine, ev, mark) {
+        Ok(answer) => {
             summary.events += 1;
             match answer {
                 Answer::Decision(d) => {

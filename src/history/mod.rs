@@ -152,10 +152,11 @@ impl EntityState {
         seen.len() as i64
     }
 
-    fn since(&self, q: &Query, now: (i64, u32), now_nanos: i128) -> Option<i128> {
+    fn since(&self, q: &Query, now: (i64, u32)) -> Option<i128> {
+        let nanos = |(s, n): (i64, u32)| i128::from(s) * 1_000_000_000 + i128::from(n);
         self.window(q.series, q.window_parts, now)
             .last()
-            .map(|e| now_nanos - e.nanos())
+            .map(|e| nanos(now) - e.nanos())
     }
 
     fn latest(&self, series: u16) -> Option<u128> {
@@ -250,7 +251,7 @@ mod smallset {
 
     #[derive(Default)]
     pub struct SmallSet {
-        inline: SmallVec<[u128; 16]>,
+        inline: SmallVec<[u128; INLINE_MAX]>,
         spill: Option<HashSet<u128, super::Hasher>>,
     }
     impl SmallSet {
@@ -376,7 +377,7 @@ pub struct Facts<'h> {
     states: [Option<&'h EntityState>; 5],
     history: &'h History,
     rules: &'h CompiledRules,
-    now: i128,
+    /// The decision's time as (seconds, nanoseconds).
     now_at: (i64, u32),
 }
 
@@ -477,7 +478,6 @@ impl History {
             states,
             history: self,
             rules,
-            now: now.as_nanos(),
             now_at: (now.unix_secs(), now.subsec_nanos()),
         }
     }
@@ -900,7 +900,7 @@ impl crate::rules::Lookup for Facts<'_> {
             .is_some_and(|s| !s.window(q.series, q.window_parts, self.now_at).is_empty())
     }
     fn since(&self, q: &Query) -> Option<i128> {
-        self.states[slot(q.entity)]?.since(q, self.now_at, self.now)
+        self.states[slot(q.entity)]?.since(q, self.now_at)
     }
     fn latest(&self, q: &Query) -> Option<u128> {
         self.states[slot(q.entity)]?.latest(q.series)
