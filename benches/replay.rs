@@ -14,6 +14,8 @@ use support::{floor, trace};
 
 fn replay(input: &[u8], out: &mut Vec<u8>, rules: &Arc<CompiledRules>) -> u64 {
     let mut engine = Engine::new(rules.clone());
+    // As `portcullis replay FILE` does.
+    portcullis::replay::reserve_for_input(&mut engine, input.len() as u64);
     let summary = portcullis::replay::run(&mut engine, input, out).expect("in-memory replay");
     summary.events
 }

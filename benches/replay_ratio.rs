@@ -40,6 +40,8 @@ fn main() {
         out.clear();
         let t = Instant::now();
         let mut engine = Engine::new(rules.clone());
+        // As `portcullis replay FILE` does.
+        portcullis::replay::reserve_for_input(&mut engine, input.len() as u64);
         let s =
             portcullis::replay::run(&mut engine, &input[..], &mut out).expect("in-memory replay");
         drop(engine);

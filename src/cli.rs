@@ -175,7 +175,12 @@ fn replay(rules: Option<&Path>, lists: &[String], events: &str) -> ExitCode {
         Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock()))
     } else {
         match std::fs::File::open(events) {
-            Ok(f) => Box::new(BufReader::with_capacity(1 << 16, f)),
+            Ok(f) => {
+                if let Ok(meta) = f.metadata() {
+                    crate::replay::reserve_for_input(&mut engine, meta.len());
+                }
+                Box::new(BufReader::with_capacity(1 << 16, f))
+            }
             Err(e) => {
                 eprintln!("cannot read events file {events}: {e}");
                 return ExitCode::from(1);

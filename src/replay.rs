@@ -70,6 +70,16 @@ impl Summary {
     }
 }
 
+/// The typical size of an event line in bytes, to size the engine's tables
+/// from an input's length.
+pub const EVENT_LINE_BYTES_TYPICAL: u64 = 128;
+
+/// Sizes `engine` for an input of `bytes` bytes ([`Engine::reserve`]).
+pub fn reserve_for_input(engine: &mut Engine, bytes: u64) {
+    let events = bytes / EVENT_LINE_BYTES_TYPICAL;
+    engine.reserve(usize::try_from(events).unwrap_or(usize::MAX));
+}
+
 /// Reads events from `input` until its end and writes answers to `out`.
 /// Returns an error only when the input cannot be read or the output written.
 pub fn run<R: BufRead, W: Write>(

@@ -397,6 +397,12 @@ impl History {
         History::default()
     }
 
+    /// Room for `lines` lines and `accounts` accounts without growing.
+    pub fn reserve(&mut self, lines: usize, accounts: usize) {
+        self.lines.reserve(lines);
+        self.by_token[0].reserve(accounts);
+    }
+
     fn token_map(&self, e: Entity) -> Option<&Map<TokKey, EntityState>> {
         match e {
             Entity::Account => Some(&self.by_token[0]),
