@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 use crate::history::Map;
 
+/// The most lines (and accounts) [`Engine::reserve`] makes room for.
+const RESERVED_SUBSCRIBERS_MAX: usize = 16_000_000;
+
 /// Limits on what the engine keeps for idempotency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineLimits {
@@ -369,7 +372,10 @@ impl Engine {
         let records = &mut self.state.records;
         let room = events.min(2 * records.generation_max);
         records.map.reserve(room.saturating_sub(records.map.len()));
-        self.state.history.reserve(events / 10, events / 10);
+        // A bound, so that a size read off a huge input cannot ask for more
+        // memory than a sized history would hold anyway.
+        let subscribers = (events / 10).min(RESERVED_SUBSCRIBERS_MAX);
+        self.state.history.reserve(subscribers, subscribers);
     }
 
     /// Handles one valid event at time `now`.
@@ -792,6 +798,23 @@ mod tests {
             held.push(h);
         }
         held
+    }
+
+    /// Sizing is only a matter of speed: a huge size is bounded, not a
+    /// panic, and a sized engine answers as an unsized one.
+    #[test]
+    fn reserving_changes_no_answer() {
+        let mut sized = engine(64);
+        sized.reserve(usize::MAX);
+        let mut plain = engine(64);
+        for i in 0..100u32 {
+            let ev = swap(
+                &format!("r{i}"),
+                &format!("+4477009{:05}", i % 7),
+                "2026-03-01T10:00:00Z",
+            );
+            assert_eq!(run(&mut sized, &ev), run(&mut plain, &ev));
+        }
     }
 
     #[test]
