@@ -4,7 +4,7 @@
 use crate::engine::Engine;
 use crate::rules::{CompiledRules, Limits};
 use clap::{Parser, Subcommand};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,9 +48,56 @@ pub enum Command {
         /// Subscribers in the population (1 to 10,000,000).
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::traffic::SUBSCRIBERS_MAX)))]
         subscribers: u32,
+        /// Share of events that begin an attack story (0 to 0.05).
+        #[arg(long, value_name = "RATE", default_value_t = 0.002)]
+        attacks: f64,
         /// Output file (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write a label per request here: {"id","label","story"} lines.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
+    /// Compare a new ruleset with a baseline on recorded events, in one pass.
+    Backtest {
+        /// The new ruleset.
+        #[arg(long)]
+        rules: PathBuf,
+        /// The baseline ruleset (default: the built-in default ruleset).
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Labels ({"id","label","story"} lines, as `gen --labels` writes).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Write every request whose outcome changed here, as JSON lines.
+        #[arg(long)]
+        changes: Option<PathBuf>,
+        /// Write a self-contained HTML report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Load a list: NAME=FILE (into both rulesets).
+        #[arg(long = "list", value_name = "NAME=FILE")]
+        lists: Vec<String>,
+        /// Flag rules that fire on more than this share of requests.
+        #[arg(long, value_name = "SHARE", default_value_t = 0.05)]
+        hot_share: f64,
+        /// Events file, or - for standard input.
+        events: String,
+    },
+    /// Explain one request: every rule, whether it matched, and the values
+    /// that decided it at that moment.
+    Explain {
+        /// Rules file (default: the built-in default ruleset).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Load a list: NAME=FILE.
+        #[arg(long = "list", value_name = "NAME=FILE")]
+        lists: Vec<String>,
+        /// The request's id.
+        #[arg(long)]
+        id: String,
+        /// Events file, or - for standard input.
+        events: String,
     },
 }
 
@@ -91,9 +138,58 @@ pub fn run(cli: Cli) -> ExitCode {
             seed,
             events,
             subscribers,
+            attacks,
             out,
-        } => gen_cmd(seed, events, subscribers, out.as_deref()),
+            labels,
+        } => crate::traffic::command(&crate::traffic::GenOptions {
+            seed,
+            events,
+            subscribers,
+            attacks,
+            out,
+            labels,
+        }),
+        Command::Backtest {
+            rules,
+            baseline,
+            labels,
+            changes,
+            report,
+            lists,
+            hot_share,
+            events,
+        } => crate::backtest::command(&crate::backtest::Options {
+            rules,
+            baseline,
+            labels,
+            changes,
+            report,
+            lists,
+            hot_share,
+            events,
+        }),
+        Command::Explain {
+            rules,
+            lists,
+            id,
+            events,
+        } => crate::explain::command(rules.as_deref(), &lists, &id, &events),
     }
+}
+
+/// Opens an events file, or standard input for `-`; with a file's length
+/// when it has one (to size tables with [`crate::replay::reserve_for_input`]).
+pub fn open_events(events: &str) -> Result<(Box<dyn BufRead>, Option<u64>), String> {
+    if events == "-" {
+        return Ok((
+            Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),
+            None,
+        ));
+    }
+    let f = std::fs::File::open(events)
+        .map_err(|e| format!("cannot read events file {events}: {e}"))?;
+    let len = f.metadata().ok().map(|m| m.len());
+    Ok((Box::new(BufReader::with_capacity(1 << 16, f)), len))
 }
 
 /// Compiles a rules file (or the default), with every error on its own lines.
@@ -171,20 +267,16 @@ fn replay(rules: Option<&Path>, lists: &[String], events: &str) -> ExitCode {
         eprintln!("{msg}");
         return ExitCode::from(2);
     }
-    let input: Box<dyn BufRead> = if events == "-" {
-        Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock()))
-    } else {
-        match std::fs::File::open(events) {
-            Ok(f) => {
-                if let Ok(meta) = f.metadata() {
-                    crate::replay::reserve_for_input(&mut engine, meta.len());
-                }
-                Box::new(BufReader::with_capacity(1 << 16, f))
+    let input = match open_events(events) {
+        Ok((input, len)) => {
+            if let Some(len) = len {
+                crate::replay::reserve_for_input(&mut engine, len);
             }
-            Err(e) => {
-                eprintln!("cannot read events file {events}: {e}");
-                return ExitCode::from(1);
-            }
+            input
+        }
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(1);
         }
     };
     let stdout = io::stdout();
@@ -200,34 +292,6 @@ fn replay(rules: Option<&Path>, lists: &[String], events: &str) -> ExitCode {
         Err(e) => {
             eprintln!("replay stopped: {e}");
             ExitCode::from(1)
-        }
-    }
-}
-
-fn gen_cmd(seed: u64, events: u64, subscribers: u32, out: Option<&Path>) -> ExitCode {
-    let cfg = crate::traffic::Config {
-        seed,
-        subscribers,
-        ..crate::traffic::Config::default()
-    };
-    let result = match out {
-        Some(p) => std::fs::File::create(p).and_then(|f| {
-            let mut w = io::BufWriter::with_capacity(1 << 16, f);
-            crate::traffic::write(&cfg, events, &mut w)?;
-            w.flush()
-        }),
-        None => {
-            let stdout = io::stdout();
-            let mut w = io::BufWriter::with_capacity(1 << 16, stdout.lock());
-            crate::traffic::write(&cfg, events, &mut w).and_then(|_| w.flush())
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gen: {e}");
-            ExitCode::FAILURE
         }
     }
 }

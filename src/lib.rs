@@ -10,13 +10,19 @@
 //! - [`engine`]: decisions, holds and verification, idempotent retries
 //!   (sans-IO: time is a parameter, no I/O, no randomness, no tasks).
 //! - [`replay`]: `portcullis replay`, the engine over a file of events.
-//! - [`traffic`]: deterministic synthetic carrier traffic.
+//! - [`backtest`]: `portcullis backtest`, a new ruleset beside a baseline
+//!   over one pass of recorded events, with its report.
+//! - [`explain`]: `portcullis explain`, one request's run log.
+//! - [`traffic`]: deterministic synthetic carrier traffic and labels
+//!   (`portcullis gen`).
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod backtest;
 pub mod cli;
 pub mod contract;
 pub mod engine;
+pub mod explain;
 pub mod history;
 pub mod replay;
 pub mod rules;

@@ -12,6 +12,8 @@
 use crate::contract::ident::{Eid, Iccid, Imei, Imsi, Msisdn, Token};
 use crate::contract::{Change, Channel, Event, Kind, Scope, Timestamp};
 use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,6 +393,48 @@ pub fn write<W: Write>(cfg: &Config, n: u64, w: &mut W) -> io::Result<()> {
         }
     }
     w.write_all(&buf)
+}
+
+/// What `portcullis gen` was asked for.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    pub seed: u64,
+    pub events: u64,
+    pub subscribers: u32,
+    /// Share of events that begin an attack story.
+    pub attacks: f64,
+    pub out: Option<PathBuf>,
+    pub labels: Option<PathBuf>,
+}
+
+/// `portcullis gen`.
+pub fn command(o: &GenOptions) -> ExitCode {
+    let (seed, events, subscribers, out) = (o.seed, o.events, o.subscribers, o.out.as_deref());
+    let cfg = Config {
+        seed,
+        subscribers,
+        ..Config::default()
+    };
+    let result = match out {
+        Some(p) => std::fs::File::create(p).and_then(|f| {
+            let mut w = io::BufWriter::with_capacity(1 << 16, f);
+            write(&cfg, events, &mut w)?;
+            w.flush()
+        }),
+        None => {
+            let stdout = io::stdout();
+            let mut w = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            write(&cfg, events, &mut w).and_then(|_| w.flush())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gen: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

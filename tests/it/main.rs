@@ -1,7 +1,10 @@
 //! The integration tests: one binary (one link step), a file per area.
 
+mod backtest;
 mod cli;
 mod contract;
+mod explain;
+mod gen;
 mod props;
 mod replay_cases;
 mod rules_edit;
