@@ -4,7 +4,7 @@ mod backtest;
 mod cli;
 mod contract;
 mod explain;
-mod gen;
+mod generate;
 mod props;
 mod replay_cases;
 mod rules_edit;
