@@ -9,6 +9,7 @@ use crate::contract::{self, AtRule, ContractError, ErrorCode, Event, Timestamp};
 use crate::engine::{Answer, Decided, Engine, verify_methods};
 use crate::rules::{CompiledRules, Outcome};
 use std::io::{self, BufRead, Write};
+use std::ops::ControlFlow;
 
 /// Counts for the summary a replay prints to stderr.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,21 +81,77 @@ pub fn reserve_for_input(engine: &mut Engine, bytes: u64) {
     engine.reserve(usize::try_from(events).unwrap_or(usize::MAX));
 }
 
-/// Reads events from `input` until its end and writes answers to `out`.
+/// Replays `input` through `engine`, writing answers to `out`.
 /// Returns an error only when the input cannot be read or the output written.
 pub fn run<R: BufRead, W: Write>(
     engine: &mut Engine,
-    mut input: R,
+    input: R,
     out: &mut W,
 ) -> io::Result<Summary> {
     let mut summary = Summary {
         rule_hits: vec![0; engine.current().rules.len()],
         ..Summary::default()
     };
+    let mut buf = Vec::with_capacity(OUT_FLUSH_BYTES + 1024);
+    drive(engine, input, |engine, line_no, item| {
+        line(engine, line_no, item, &mut summary, &mut buf);
+        if buf.len() >= OUT_FLUSH_BYTES {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+        Ok(())
+    })?;
+    out.write_all(&buf)?;
+    out.flush()?;
+    Ok(summary)
+}
+
+/// What became of one input line.
+#[derive(Debug)]
+pub enum Item<'a> {
+    /// A blank line: skipped, but counted for line numbers.
+    Blank,
+    /// A line refused, by the contract, the order of times, or the engine
+    /// (`id_conflict`, `unknown_ref`): nothing changed.
+    Refused(&'a ContractError),
+    /// An event the engine answered, and the time it was decided at.
+    Answered(&'a Event, Timestamp, &'a Answer),
+}
+
+/// Reads `input` line by line as replay does (the contract's parsing, the
+/// order of times, retries and errors), hands each event to `engine`, and
+/// calls `each` with the 1-based line number and what became of the line,
+/// in input order. Replay, backtest and explain share it, so that all three
+/// see exactly the same events and answers.
+pub fn drive<R: BufRead>(
+    engine: &mut Engine,
+    input: R,
+    mut each: impl FnMut(&Engine, u64, Item<'_>) -> io::Result<()>,
+) -> io::Result<u64> {
+    drive_with(
+        engine,
+        input,
+        |_, _, _, _| {},
+        |engine, line_no, item| each(engine, line_no, item).map(|()| ControlFlow::Continue(())),
+    )
+}
+
+/// [`drive`] for a caller that must see the engine before an event changes
+/// it, and may stop early (`explain`): `before` gets each event that passed
+/// the order check, with its line number and time, just before the engine
+/// handles it; `each` returns `Break` to stop reading after that line.
+/// Replay's own loop, so that such a caller sees the same events, in the
+/// same engine states, as replay.
+pub fn drive_with<R: BufRead>(
+    engine: &mut Engine,
+    mut input: R,
+    mut before: impl FnMut(&Engine, u64, &Event, Timestamp),
+    mut each: impl FnMut(&Engine, u64, Item<'_>) -> io::Result<ControlFlow<()>>,
+) -> io::Result<u64> {
     let mut raw = Vec::with_capacity(512);
-    let mut buf = Vec::with_capacity(512);
     let mut mark: Option<Timestamp> = None;
     let mut batch: Vec<Parsed> = Vec::with_capacity(BATCH_LINES);
+    let mut lines = 0u64;
     let mut eof = false;
     while !eof {
         // Parse a batch of lines, let the engine ask for the memory each
@@ -137,21 +194,29 @@ pub fn run<R: BufRead, W: Write>(
         }
         // By reference: an event is a few hundred bytes, not worth moving.
         for p in &batch {
-            line(engine, p.as_ref(), &mut summary, &mut mark, &mut buf);
-            if summary.lines.is_multiple_of(PRUNE_EVERY_LINES)
+            lines += 1;
+            let flow = match p {
+                None => each(engine, lines, Item::Blank)?,
+                Some(Err(e)) => each(engine, lines, Item::Refused(e))?,
+                Some(Ok(ev)) => {
+                    let seen = |engine: &Engine, at| before(engine, lines, ev, at);
+                    match step(engine, ev, &mut mark, seen) {
+                        Ok((at, answer)) => each(engine, lines, Item::Answered(ev, at, &answer))?,
+                        Err(e) => each(engine, lines, Item::Refused(&e))?,
+                    }
+                }
+            };
+            if flow.is_break() {
+                return Ok(lines);
+            }
+            if lines.is_multiple_of(PRUNE_EVERY_LINES)
                 && let Some(now) = mark
             {
                 engine.prune(now);
             }
         }
-        if buf.len() >= OUT_FLUSH_BYTES {
-            out.write_all(&buf)?;
-            buf.clear();
-        }
     }
-    out.write_all(&buf)?;
-    out.flush()?;
-    Ok(summary)
+    Ok(lines)
 }
 
 /// Lines parsed ahead of the engine: enough for their cache misses to
@@ -211,29 +276,16 @@ fn parse(raw: &[u8]) -> Parsed {
     Some(text.and_then(|t| contract::parse_line(t, AtRule::Required)))
 }
 
-/// Decides one parsed line and appends its answer to `buf`.
-fn line(
-    engine: &mut Engine,
-    parsed: Option<&Result<Event, ContractError>>,
-    summary: &mut Summary,
-    mark: &mut Option<Timestamp>,
-    buf: &mut Vec<u8>,
-) {
+/// Counts one line in the summary and appends its answer to `buf`.
+fn line(engine: &Engine, line_no: u64, item: Item<'_>, summary: &mut Summary, buf: &mut Vec<u8>) {
     summary.lines += 1;
-    let line_no = summary.lines;
-    let Some(parsed) = parsed else {
-        return;
-    };
-    let ev = match parsed {
-        Ok(ev) => ev,
-        Err(e) => {
+    match item {
+        Item::Blank => {}
+        Item::Refused(e) => {
             summary.error(e.code);
             write_error(buf, line_no, e);
-            return;
         }
-    };
-    match step(engine, ev, mark) {
-        Ok(answer) => {
+        Item::Answered(ev, _, answer) => {
             summary.events += 1;
             match answer {
                 Answer::Decision(d) => {
@@ -241,23 +293,19 @@ fn line(
                     if !d.retry {
                         count_hits(&mut summary.rule_hits, d.matched | d.shadow);
                     }
-                    write_decision(buf, ev.id.as_deref(), &d, engine.ruleset(d.ruleset));
+                    write_decision(buf, ev.id.as_deref(), d, engine.ruleset(d.ruleset));
                 }
                 Answer::Signal { alert, .. } => {
                     if let Some(a) = alert {
                         summary.alerts += 1;
-                        write_alert(buf, &a);
+                        write_alert(buf, a);
                     }
                 }
                 Answer::Error(e) => {
                     summary.error(e.code);
-                    write_error(buf, line_no, &e);
+                    write_error(buf, line_no, e);
                 }
             }
-        }
-        Err(e) => {
-            summary.error(e.code);
-            write_error(buf, line_no, &e);
         }
     }
 }
@@ -270,12 +318,14 @@ fn count_hits(hits: &mut [u64], bits: u128) {
     }
 }
 
-/// Checks an event's order and hands it to the engine.
+/// Checks an event's order and hands it to the engine, showing it the
+/// engine first (`before`) once its order is known good.
 fn step(
     engine: &mut Engine,
     ev: &Event,
     mark: &mut Option<Timestamp>,
-) -> Result<Answer, ContractError> {
+    before: impl FnOnce(&Engine, Timestamp),
+) -> Result<(Timestamp, Answer), ContractError> {
     // Invariant: AtRule::Required guarantees `at`.
     let at = ev.at.expect("replay events carry at");
     if let Some(m) = *mark
@@ -293,12 +343,13 @@ fn step(
         e.id.clone_from(&ev.id);
         return Err(e);
     }
+    before(engine, at);
     let answer = engine.handle(ev, at);
     if let Answer::Error(e) = answer {
         return Err(e);
     }
     *mark = Some(at);
-    Ok(answer)
+    Ok((at, answer))
 }
 
 /// Writes `s` as a JSON string.
