@@ -1,5 +1,8 @@
 //! What the replay benchmarks share: the generated trace and the floor.
 
+// Each benchmark uses part of what is here.
+#![allow(dead_code)]
+
 use portcullis::contract::{AtRule, parse_line};
 use portcullis::traffic::{Config, write};
 
