@@ -1,2 +1,71 @@
-//! Placeholder.
-fn main() {}
+//! `portcullis gen`'s speed: the target is at least 1,000,000 events
+//! per second. Writes 1M events of the default configuration (10k
+//! subscribers, the default attack rate) into memory, several times, and
+//! prints each run and the median rate; then the same with labels, as
+//! `gen --labels` writes them. In memory, so that what is measured is the
+//! generator and its JSON, not a disk. The machine is shared and its speed
+//! drifts between runs, hence the median.
+//! Run: `cargo bench --bench gen` (PORTCULLIS_BENCH_EVENTS, default 1M).
+
+use portcullis::traffic::{Config, write, write_labeled};
+use std::hint::black_box;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const RUNS: usize = 7;
+const TARGET: f64 = 1_000_000.0;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing to
+    // run: only measure when asked to bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let n: u64 = std::env::var("PORTCULLIS_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let cfg = Config::default();
+    // Room for every run's output, so that no run pays for growing it.
+    let mut out = Vec::with_capacity(n as usize * 160);
+    let mut labels = Vec::with_capacity(n as usize * 30);
+    let (mut plain, mut labeled) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        out.clear();
+        let t = Instant::now();
+        write(&cfg, n, &mut out).expect("writing to memory");
+        let secs = t.elapsed().as_secs_f64();
+        black_box(&out);
+        plain.push(n as f64 / secs);
+
+        out.clear();
+        labels.clear();
+        let t = Instant::now();
+        write_labeled(&cfg, n, &mut out, &mut labels).expect("writing to memory");
+        let lsecs = t.elapsed().as_secs_f64();
+        black_box((&out, &labels));
+        labeled.push(n as f64 / lsecs);
+        println!(
+            "run {run}: {n} events in {secs:.3}s ({:.0} events/s, {:.1} MB); with labels {lsecs:.3}s ({:.0} events/s)",
+            n as f64 / secs,
+            out.len() as f64 / 1e6,
+            n as f64 / lsecs,
+        );
+    }
+    let (m, ml) = (median(&mut plain), median(&mut labeled));
+    println!(
+        "median gen {m:.0} events/s, with labels {ml:.0} events/s (target >= {TARGET:.0} events/s: {})",
+        if m >= TARGET && ml >= TARGET {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}

@@ -399,6 +399,18 @@ impl Engine {
         let facts = self.state.history.facts(rules, &plan.series, &subject, now);
         evaluate_with(rules, &subject, &facts)
     }
+
+    /// The history a decision of `subject` at `now` reads under the current
+    /// ruleset, for every entity the event names: not only those its kind's
+    /// plan reads, so that every rule's whole condition (not its
+    /// specialized form) can be evaluated against it, as `explain` does to
+    /// show what each rule read. Changes nothing.
+    pub fn facts_all<'e>(&'e self, subject: &Subject<'_>, now: Timestamp) -> Facts<'e> {
+        let rules: &'e CompiledRules = self.current();
+        self.state
+            .history
+            .facts(rules, &[u32::MAX; 5], subject, now)
+    }
 }
 
 /// The ruleset that decides now.

@@ -700,3 +700,508 @@ fn arith<'a>(a: Val<'a>, b: Val<'a>, add: bool) -> Val<'a> {
         _ => Val::Absent,
     }
 }
+
+/// Compiled conditions and queries written back in the rules language, and
+/// values as an analyst reads them: for tools that show what a rule read
+/// (`portcullis explain`), so that a run log speaks the language the rule
+/// was written in rather than series and query numbers.
+///
+/// The text means what the compiled condition means; it is not always
+/// spelt as written (kinds in a set come in code order, `==` and `is` are
+/// one operator, windows use the largest unit that divides them).
+#[derive(Debug, Clone, Copy)]
+pub struct Describe<'r> {
+    pub queries: &'r [Query],
+    pub series: &'r [Series],
+    pub lists: &'r [ListDecl],
+}
+
+impl<'r> Describe<'r> {
+    /// A describer for a compiled ruleset.
+    pub fn of(rules: &'r super::CompiledRules) -> Describe<'r> {
+        Describe {
+            queries: &rules.queries,
+            series: &rules.series,
+            lists: &rules.lists,
+        }
+    }
+
+    /// The inside of a history function's parentheses:
+    /// `[FIELD of] [completed] KINDS on ENTITY [within W] [where COND]`.
+    pub fn query(&self, q: &Query) -> String {
+        let Some(s) = self.series.get(usize::from(q.series)) else {
+            return format!("series {}", q.series);
+        };
+        let mut out = String::new();
+        if let Some(a) = s.projection {
+            out.push_str(a.name());
+            out.push_str(" of ");
+        }
+        if s.completed {
+            out.push_str("completed ");
+        }
+        let kinds: Vec<&str> = (0..HKind::COUNT as u8)
+            .map(HKind)
+            .filter(|k| s.kinds.contains(*k))
+            .map(HKind::name)
+            .collect();
+        match kinds.as_slice() {
+            [one] => out.push_str(one),
+            many => {
+                out.push('[');
+                out.push_str(&many.join(", "));
+                out.push(']');
+            }
+        }
+        out.push_str(" on ");
+        out.push_str(q.entity.name());
+        if matches!(s.keep, Keep::Window(_)) {
+            out.push_str(" within ");
+            out.push_str(&window_text(q.window));
+        }
+        if let Some(f) = &s.filter {
+            out.push_str(" where ");
+            out.push_str(&self.node(f));
+        }
+        out
+    }
+
+    /// A history function applied to query `q`: `count(auth_failure on account within 1h)`.
+    pub fn call(&self, func: &str, q: &Query) -> String {
+        format!("{func}({})", self.query(q))
+    }
+
+    /// The type of the values a query's series holds: its projection's, or
+    /// the event kind.
+    pub fn query_ty(&self, q: &Query) -> Ty {
+        self.series
+            .get(usize::from(q.series))
+            .and_then(|s| s.projection)
+            .map_or(Ty::Kind, Attr::ty)
+    }
+
+    /// A list's declared name.
+    pub fn list_name(&self, list: u16) -> String {
+        self.lists
+            .get(usize::from(list))
+            .map_or_else(|| format!("#{list}"), |d| d.name.clone())
+    }
+
+    /// A condition or value in the rules language.
+    pub fn node(&self, n: &Node) -> String {
+        let mut out = String::new();
+        self.write_node(n, &mut out);
+        out
+    }
+
+    fn query_at(&self, i: u16) -> Option<&Query> {
+        self.queries.get(usize::from(i))
+    }
+
+    fn call_at(&self, func: &str, i: u16) -> String {
+        match self.query_at(i) {
+            Some(q) => self.call(func, q),
+            None => format!("{func}(query {i})"),
+        }
+    }
+
+    /// The type a node's value has, when it says (for the constants beside it).
+    fn ty_of(&self, n: &Node) -> Option<Ty> {
+        match n {
+            Node::Attr(a) => Some(a.ty()),
+            Node::Latest(_, ty) => Some(*ty),
+            Node::Count(_) | Node::Distinct(..) => Some(Ty::Int),
+            Node::Since(_) => Some(Ty::Duration),
+            Node::Add(a, b) | Node::Sub(a, b) => self.ty_of(a).or_else(|| self.ty_of(b)),
+            Node::Const(Const::Int(_)) => Some(Ty::Int),
+            Node::Const(Const::Dur(_)) => Some(Ty::Duration),
+            Node::Const(Const::Bool(_)) => Some(Ty::Bool),
+            Node::Const(_) => None,
+            _ => Some(Ty::Bool),
+        }
+    }
+
+    /// Writes `n`, in parentheses when it binds more loosely than `level`
+    /// (0 `or`, 1 `and`, 2 `not`, 3 a comparison, 4 `+`/`-`, 5 an atom).
+    fn write_at(&self, n: &Node, level: u8, out: &mut String) {
+        let own = match n {
+            Node::Or(_) => 0,
+            Node::And(_) => 1,
+            Node::Not(_) => 2,
+            Node::Cmp(..)
+            | Node::InConsts(..)
+            | Node::CodeIn(..)
+            | Node::LatestIs(..)
+            | Node::InList(..)
+            | Node::InEver(..)
+            | Node::CountsCmp(..)
+            | Node::DistinctCmp(..)
+            | Node::BoolIs(..) => 3,
+            Node::Add(..) | Node::Sub(..) => 4,
+            _ => 5,
+        };
+        if own < level {
+            out.push('(');
+            self.write_node(n, out);
+            out.push(')');
+        } else {
+            self.write_node(n, out);
+        }
+    }
+
+    fn write_node(&self, n: &Node, out: &mut String) {
+        let join = |xs: &[Node], sep: &str, level: u8, out: &mut String| {
+            for (i, x) in xs.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                self.write_at(x, level, out);
+            }
+        };
+        match n {
+            Node::Const(c) => out.push_str(&const_text(c, None)),
+            Node::Attr(a) => out.push_str(a.name()),
+            Node::Not(x) => {
+                out.push_str("not ");
+                self.write_at(x, 2, out);
+            }
+            Node::And(xs) => join(xs, " and ", 2, out),
+            Node::Or(xs) => join(xs, " or ", 1, out),
+            Node::Cmp(op, a, b) => {
+                let (ta, tb) = (self.ty_of(a), self.ty_of(b));
+                self.write_operand(a, tb, out);
+                out.push(' ');
+                out.push_str(cmp_text(*op));
+                out.push(' ');
+                self.write_operand(b, ta, out);
+            }
+            Node::Add(a, b) | Node::Sub(a, b) => {
+                let (ta, tb) = (self.ty_of(a), self.ty_of(b));
+                self.write_operand_at(a, tb, 4, out);
+                out.push_str(if matches!(n, Node::Add(..)) {
+                    " + "
+                } else {
+                    " - "
+                });
+                self.write_operand_at(b, ta, 5, out);
+            }
+            Node::InConsts(x, set) => {
+                let ty = self.ty_of(x);
+                self.write_at(x, 4, out);
+                out.push_str(" in [");
+                let items: Vec<String> = set.iter().map(|c| const_text(c, ty)).collect();
+                out.push_str(&items.join(", "));
+                out.push(']');
+            }
+            Node::CodeIn(a, mask) => {
+                out.push_str(a.name());
+                out.push(' ');
+                out.push_str(&code_set_text(a.ty(), *mask));
+            }
+            Node::LatestIs(q, c) => {
+                out.push_str(&self.call_at("latest", *q));
+                let ty = self.query_at(*q).map(|q| self.query_ty(q));
+                out.push_str(" is ");
+                out.push_str(&const_text(&Const::Code(*c), ty));
+            }
+            Node::InList(x, l) => {
+                self.write_at(x, 4, out);
+                out.push_str(" in list ");
+                out.push_str(&self.list_name(*l));
+            }
+            Node::InEver(x, q) => {
+                self.write_at(x, 4, out);
+                out.push_str(" in ");
+                out.push_str(&self.call_at("ever", *q));
+            }
+            Node::Count(q) => out.push_str(&self.call_at("count", *q)),
+            Node::Distinct(q, _) => out.push_str(&self.call_at("distinct", *q)),
+            Node::Exists(q) => out.push_str(&self.call_at("exists", *q)),
+            Node::Since(q) => out.push_str(&self.call_at("since", *q)),
+            Node::Latest(q, _) => out.push_str(&self.call_at("latest", *q)),
+            Node::CountsCmp(terms, op, c) => {
+                let sum: Vec<String> = terms.iter().map(|q| self.call_at("count", *q)).collect();
+                out.push_str(&sum.join(" + "));
+                out.push_str(&format!(" {} {c}", cmp_text(*op)));
+            }
+            Node::DistinctCmp(q, _, op, c) => {
+                out.push_str(&self.call_at("distinct", *q));
+                out.push_str(&format!(" {} {c}", cmp_text(*op)));
+            }
+            Node::BoolIs(a, b) => out.push_str(&format!("{} is {b}", a.name())),
+        }
+    }
+
+    /// `n` as an operand of a comparison with `other`: a constant is spelt
+    /// by the other side's type (`"+447700900123"`, `sim_change`).
+    pub fn operand(&self, n: &Node, other: &Node) -> String {
+        let mut out = String::new();
+        self.write_operand(n, self.ty_of(other), &mut out);
+        out
+    }
+
+    /// An operand of a comparison: a constant spelt by the other side's type.
+    fn write_operand(&self, n: &Node, other: Option<Ty>, out: &mut String) {
+        self.write_operand_at(n, other, 4, out);
+    }
+
+    fn write_operand_at(&self, n: &Node, other: Option<Ty>, level: u8, out: &mut String) {
+        match n {
+            Node::Const(c) => out.push_str(&const_text(c, other)),
+            _ => self.write_at(n, level, out),
+        }
+    }
+}
+
+/// An operator as the rules language writes it.
+pub fn cmp_text(op: Cmp) -> &'static str {
+    match op {
+        Cmp::Eq => "==",
+        Cmp::Ne => "!=",
+        Cmp::Lt => "<",
+        Cmp::Le => "<=",
+        Cmp::Gt => ">",
+        Cmp::Ge => ">=",
+    }
+}
+
+/// The operator that says the same with its operands swapped (`a < b`
+/// is `b > a`).
+pub fn flip_cmp(op: Cmp) -> Cmp {
+    match op {
+        Cmp::Lt => Cmp::Gt,
+        Cmp::Le => Cmp::Ge,
+        Cmp::Gt => Cmp::Lt,
+        Cmp::Ge => Cmp::Le,
+        same => same,
+    }
+}
+
+/// Whether `n` reads nothing: constants and sums of them.
+pub fn is_constant(n: &Node) -> bool {
+    match n {
+        Node::Const(_) => true,
+        Node::Add(a, b) | Node::Sub(a, b) => is_constant(a) && is_constant(b),
+        _ => false,
+    }
+}
+
+/// `is X` or `in [X, Y]` for a mask of codes of an enumerated type.
+pub fn code_set_text(ty: Ty, mask: u64) -> String {
+    let names: Vec<String> = (0..64u8)
+        .filter(|c| mask & (1 << c) != 0)
+        .map(|c| code_text(ty, c))
+        .collect();
+    match names.as_slice() {
+        [one] => format!("is {one}"),
+        many => format!("in [{}]", many.join(", ")),
+    }
+}
+
+/// A code of an enumerated type by its name (`sim_change`, `hold`).
+pub fn code_text(ty: Ty, code: u8) -> String {
+    ty.constants()
+        .and_then(|names| names.get(usize::from(code)).map(|s| (*s).to_string()))
+        .unwrap_or_else(|| format!("#{code}"))
+}
+
+/// A constant as the rules language writes it; `ty` types a code or an
+/// identifier (from the other side of its comparison).
+pub fn const_text(c: &Const, ty: Option<Ty>) -> String {
+    match c {
+        Const::Bool(b) => b.to_string(),
+        Const::Int(n) => n.to_string(),
+        Const::Dur(d) => window_text(*d),
+        Const::Code(code) => match ty {
+            Some(t) => code_text(t, *code),
+            None => format!("#{code}"),
+        },
+        Const::Id(k) => format!("\"{}\"", key_text(*k, ty.unwrap_or(Ty::Token))),
+        Const::Str(s) => {
+            let mut out = String::from("\"");
+            for ch in s.chars() {
+                if matches!(ch, '"' | '\\') {
+                    out.push('\\');
+                }
+                out.push(ch);
+            }
+            out.push('"');
+            out
+        }
+    }
+}
+
+/// A duration in the largest whole unit that divides it, as windows and
+/// duration constants are written (`30d`, `1h`, `90m`); a day or two is
+/// written in hours (`24h`, `48h`), as rules usually write them.
+pub fn window_text(nanos: i128) -> String {
+    const S: i128 = 1_000_000_000;
+    const DAY: i128 = 86_400 * S;
+    if nanos % DAY == 0 && nanos > 2 * DAY {
+        return format!("{}d", nanos / DAY);
+    }
+    for (unit, name) in [(3_600 * S, "h"), (60 * S, "m"), (S, "s")] {
+        if nanos % unit == 0 {
+            return format!("{}{name}", nanos / unit);
+        }
+    }
+    format!("{nanos}ns")
+}
+
+/// An elapsed time for a reader: `2d 3h 4m 5s`, `1.5s`, `0s`.
+pub fn elapsed_text(nanos: i128) -> String {
+    const S: i128 = 1_000_000_000;
+    if nanos < 0 {
+        return format!("-{}", elapsed_text(-nanos));
+    }
+    let (secs, frac) = (nanos / S, nanos % S);
+    let mut parts = Vec::new();
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3_600,
+        secs % 3_600 / 60,
+        secs % 60,
+    );
+    if d > 0 {
+        parts.push(format!("{d}d"));
+    }
+    if h > 0 {
+        parts.push(format!("{h}h"));
+    }
+    if m > 0 {
+        parts.push(format!("{m}m"));
+    }
+    if s > 0 || frac > 0 || parts.is_empty() {
+        if frac > 0 {
+            let digits = format!("{frac:09}");
+            parts.push(format!("{s}.{}s", digits.trim_end_matches('0')));
+        } else {
+            parts.push(format!("{s}s"));
+        }
+    }
+    parts.join(" ")
+}
+
+/// A key of a history value or identifier constant, as the contract spells
+/// the type: identifiers round-trip from their keys (`Msisdn::as_u128`
+/// and the others document the forms); codes are named; a token's key is
+/// a digest and cannot be spelt back.
+pub fn key_text(key: u128, ty: Ty) -> String {
+    match ty {
+        Ty::Msisdn => format!("+{key}"),
+        Ty::Imsi => {
+            let len = usize::try_from(key >> 64).unwrap_or(15);
+            let value = key & u128::from(u64::MAX);
+            format!("{value:0len$}")
+        }
+        Ty::Imei => format!("{key:015}"),
+        Ty::Iccid => key.to_string(),
+        Ty::Eid => format!("{key:032}"),
+        Ty::Bool => (key != 0).to_string(),
+        Ty::Int => key.to_string(),
+        Ty::Token | Ty::Duration => format!("a {} (key {key:032x})", ty.name()),
+        _ => u8::try_from(key).map_or_else(|_| format!("#{key}"), |c| code_text(ty, c)),
+    }
+}
+
+/// A value read while evaluating, for a reader; `ty` names codes and
+/// identifiers.
+pub fn val_text(v: Val<'_>, ty: Ty) -> String {
+    match v {
+        Val::Absent => "absent".to_string(),
+        Val::Bool(b) => b.to_string(),
+        Val::Int(n) => n.to_string(),
+        Val::Dur(d) => elapsed_text(d),
+        Val::Code(c) => code_text(ty, c),
+        Val::Id(k) => key_text(k, ty),
+        Val::Str(s) => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{CompiledRules, Limits};
+
+    /// Rules beyond the default set: `since`, typed `latest`, strings and
+    /// identifiers, lists, arithmetic, `decision` in a `where`, `not`.
+    const EXOTIC: &str = r#"
+list blocked_imei: imei
+list vip: token
+rule a deny when since(completed account_change on account within 1h where change is pin) <= 10m
+rule b deny when latest(imsi of device_seen on line) == "001010000000001"
+rule c deny when store == "S1" and agent != "ag-7"
+rule d deny when account not in list vip and (msisdn == "+447700900123" or imei in list blocked_imei)
+rule e deny when count([sim_swap, esim_transfer, port_out] on line within 24h where decision is deny) - 1 >= 1
+rule f deny when distinct(msisdn of device_seen on device within 7d) + count(lock on line within 2h) > 4
+rule g deny when not (channel in [retail, dealer]) and latest(scope of [lock, unlock] on line) is port_out
+rule h deny when since(fraud_report on account within 30d) < 36h + 30m or not (kind is port_out or pin_ok)
+"#;
+
+    /// Every condition written back by [`Describe`] compiles to the same
+    /// condition: the run log shows what the engine evaluates.
+    #[test]
+    fn described_conditions_compile_back_to_themselves() {
+        let fifty = include_str!("../../benches/data/fifty.rules");
+        for (file, src) in [
+            ("default.rules", crate::rules::DEFAULT_RULES),
+            ("fifty.rules", fifty),
+            ("exotic.rules", EXOTIC),
+        ] {
+            let limits = Limits::default();
+            let rules = CompiledRules::compile(file, src, &limits)
+                .unwrap_or_else(|e| panic!("{file}: {e:?}"));
+            let d = Describe::of(&rules);
+            let mut again = String::new();
+            for l in &rules.lists {
+                let ty = format!("{:?}", l.ty).to_lowercase();
+                again.push_str(&format!("list {}: {ty}\n", l.name));
+            }
+            for r in &rules.rules {
+                again.push_str(&format!("rule {} deny when {}\n", r.name, d.node(&r.cond)));
+            }
+            let back = CompiledRules::compile(file, &again, &limits)
+                .unwrap_or_else(|e| panic!("{file} written back:\n{again}\n{e:?}"));
+            for (r, b) in rules.rules.iter().zip(&back.rules) {
+                assert_eq!(r.cond, b.cond, "{}: {}", r.name, d.node(&r.cond));
+            }
+            assert_eq!(rules.queries, back.queries, "{file}");
+            assert_eq!(rules.series, back.series, "{file}");
+        }
+    }
+
+    #[test]
+    fn durations_and_identifiers_read_as_written() {
+        let h = 3_600 * 1_000_000_000i128;
+        assert_eq!(window_text(24 * h), "24h");
+        assert_eq!(window_text(48 * h), "48h");
+        assert_eq!(window_text(72 * h), "3d");
+        assert_eq!(window_text(30 * 24 * h), "30d");
+        assert_eq!(window_text(h * 3 / 2), "90m");
+        assert_eq!(window_text(1_500_000_000), "1500000000ns");
+        assert_eq!(elapsed_text(0), "0s");
+        assert_eq!(elapsed_text(26 * h + 61_500_000_000), "1d 2h 1m 1.5s");
+        use crate::contract::ident::{Eid, Iccid, Imei, Imsi, Msisdn};
+        let round = |s: &str, key: u128, ty: Ty| assert_eq!(key_text(key, ty), s);
+        let msisdn = "+447700900123";
+        round(
+            msisdn,
+            Msisdn::parse(msisdn).expect("valid").as_u128(),
+            Ty::Msisdn,
+        );
+        let imsi = "001010000000001";
+        round(imsi, Imsi::parse(imsi).expect("valid").as_u128(), Ty::Imsi);
+        let imei = "356938035643809";
+        round(imei, Imei::parse(imei).expect("valid").as_u128(), Ty::Imei);
+        let iccid = "8944110000000000008";
+        round(
+            iccid,
+            Iccid::parse(iccid).expect("valid").as_u128(),
+            Ty::Iccid,
+        );
+        let eid = "89049032000001000000000000187284";
+        round(eid, Eid::parse(eid).expect("valid").as_u128(), Ty::Eid);
+        assert_eq!(key_text(7, Ty::Kind), "lock");
+        assert_eq!(key_text(1, Ty::Decision), "hold");
+    }
+}
