@@ -460,7 +460,16 @@ pub fn report(bt: &Backtest, hot_share: f64, changes_file: Option<&str>) -> Stri
                 ));
             }
             let labeled = if bt.labeled > 0 {
-                format!("  fraud {:>7}  legit {:>7}", st.fraud_hits, st.legit_hits)
+                let on_labeled = st.fraud_hits + st.legit_hits;
+                let precision = if on_labeled == 0 {
+                    "n/a".to_string()
+                } else {
+                    format!("{:.1}%", 100.0 * st.fraud_hits as f64 / on_labeled as f64)
+                };
+                format!(
+                    "  fraud {:>7}  legit {:>7}  precision {precision}",
+                    st.fraud_hits, st.legit_hits
+                )
             } else {
                 String::new()
             };

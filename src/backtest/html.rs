@@ -388,16 +388,18 @@ fn labels_table(h: &mut String, bt: &Backtest) {
         );
     }
     h.push_str(
-        "</table><table><tr><th>rule</th><th>ruleset</th><th>on fraud</th><th>on legit</th></tr>",
+        "</table><table><tr><th>rule</th><th>ruleset</th><th>on fraud</th><th>on legit</th><th>precision</th></tr>",
     );
     for (name, rules, side) in [
         ("baseline", &bt.paired.baseline, &bt.baseline),
         ("new", &bt.paired.new, &bt.new),
     ] {
         for (r, st) in rules.rules.iter().zip(&side.rules) {
+            let on_labeled = st.fraud_hits + st.legit_hits;
+            let precision = pct((on_labeled > 0).then(|| st.fraud_hits as f64 / on_labeled as f64));
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{name}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{name}</td><td>{}</td><td>{}</td><td>{precision}</td></tr>",
                 escape(&r.name),
                 st.fraud_hits,
                 st.legit_hits

@@ -225,6 +225,11 @@ fn labels_give_the_precision_and_recall_worked_by_hand() {
     assert!(changes[3].get("label").is_none());
     let text = backtest::report(&bt, 0.05, None);
     assert!(text.contains("precision 66.7% recall 100.0%"), "{text}");
+    // Per rule: care_swap matched 2 fraud and 1 legit labeled requests.
+    assert!(
+        text.contains("fraud       2  legit       1  precision 66.7%"),
+        "{text}"
+    );
 }
 
 fn scratch(test: &str) -> PathBuf {
