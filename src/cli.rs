@@ -84,6 +84,11 @@ pub enum Command {
         /// Events file, or - for standard input.
         events: String,
     },
+    /// Development certificates for the QUIC service's mutual TLS.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Explain one request: every rule, whether it matched, and the values
     /// that decided it at that moment.
     Explain {
@@ -98,6 +103,31 @@ pub enum Command {
         id: String,
         /// Events file, or - for standard input.
         events: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Write a development PKI for localhost and 127.0.0.1: a CA, a server
+    /// certificate, and client certificates for the caller, analyst and
+    /// admin roles (keys with mode 0600).
+    Dev {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue another client certificate from a CA directory.
+    Issue {
+        /// The directory holding `ca.pem` and `ca.key`.
+        #[arg(long)]
+        ca: PathBuf,
+        /// caller, analyst or admin.
+        #[arg(long)]
+        role: String,
+        /// The client's name (its identity: ids are scoped to it).
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -168,6 +198,18 @@ pub fn run(cli: Cli) -> ExitCode {
             hot_share,
             events,
         }),
+        Command::Certs {
+            command: CertsCommand::Dev { out },
+        } => crate::tls::certs_dev_command(&out),
+        Command::Certs {
+            command:
+                CertsCommand::Issue {
+                    ca,
+                    role,
+                    name,
+                    out,
+                },
+        } => crate::tls::certs_issue_command(&ca, &role, &name, &out),
         Command::Explain {
             rules,
             lists,

@@ -13,6 +13,11 @@
 //! - [`backtest`]: `portcullis backtest`, a new ruleset beside a baseline
 //!   over one pass of recorded events, with its report.
 //! - [`explain`]: `portcullis explain`, one request's run log.
+//! - [`tls`]: mutual TLS for the QUIC service: the development PKI
+//!   (`portcullis certs`), rustls server and client configurations built by
+//!   hand (ring provider, TLS 1.3, client certificates required, no 0-RTT),
+//!   and the role and identity a client certificate carries.
+//! - [`transport`]: the wire contract's framing (sans-IO codec).
 //! - [`traffic`]: deterministic synthetic carrier traffic and labels
 //!   (`portcullis gen`).
 //! - [`cli`]: the command line.
@@ -26,4 +31,6 @@ pub mod explain;
 pub mod history;
 pub mod replay;
 pub mod rules;
+pub mod tls;
 pub mod traffic;
+pub mod transport;

@@ -10,3 +10,4 @@ mod replay_cases;
 mod rules_edit;
 mod support;
 mod tidy;
+mod tls;

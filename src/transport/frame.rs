@@ -1,0 +1,1 @@
+//! Length-prefixed frames (see `proto/wire.md`).

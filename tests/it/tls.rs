@@ -1,0 +1,1 @@
+//! Mutual TLS: certificates, roles and handshakes over real QUIC.
