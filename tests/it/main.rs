@@ -11,3 +11,4 @@ mod rules_edit;
 mod support;
 mod tidy;
 mod tls;
+mod wire;
