@@ -14,20 +14,15 @@ use portcullis::rules::{CompiledRules, DEFAULT_RULES, Limits, Paired};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
-use support::trace;
+use support::{median, trace};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PAIRS: usize = 9;
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    if !support::measuring() {
         return;
     }
     let (input, _) = trace();

@@ -7,9 +7,12 @@
 //! drifts between runs, hence the median.
 //! Run: `cargo bench --bench gen` (PORTCULLIS_BENCH_EVENTS, default 1M).
 
+mod support;
+
 use portcullis::traffic::{Config, write, write_labeled};
 use std::hint::black_box;
 use std::time::Instant;
+use support::median;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -17,21 +20,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const RUNS: usize = 7;
 const TARGET: f64 = 1_000_000.0;
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` passes nothing to
-    // run: only measure when asked to bench.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !support::measuring() {
         return;
     }
-    let n: u64 = std::env::var("PORTCULLIS_BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = support::bench_events();
     let cfg = Config::default();
     // Room for every run's output, so that no run pays for growing it.
     let mut out = Vec::with_capacity(n as usize * 160);

@@ -276,6 +276,18 @@ impl Backtest {
         Some(change)
     }
 
+    /// Each outcome with its count under the baseline, under the new
+    /// ruleset, and the change.
+    pub fn outcome_rows(&self) -> [(Outcome, u64, u64, i64); 3] {
+        OUTCOMES.map(|o| {
+            let (a, b) = (
+                self.baseline.outcomes[o as usize],
+                self.new.outcomes[o as usize],
+            );
+            (o, a, b, b as i64 - a as i64)
+        })
+    }
+
     fn error(&mut self, code: &'static str) {
         *self.errors.entry(code).or_default() += 1;
     }
@@ -371,24 +383,10 @@ pub fn report(bt: &Backtest, hot_share: f64, changes_file: Option<&str>) -> Stri
     );
     let _ = writeln!(s, "baseline: {} ({})", p.baseline.label, p.baseline.hash);
     let _ = writeln!(s, "new:      {} ({})", p.new.label, p.new.hash);
-    let _ = writeln!(
-        s,
-        "The new rules were evaluated on the history the baseline's decisions made, as shadow rules are: a request the new rules would have held does not, here, change what later requests see."
-    );
+    let _ = writeln!(s, "{HISTORY_NOTE}");
     let _ = writeln!(s, "\noutcome      baseline         new      change");
-    for o in [Outcome::Allow, Outcome::Hold, Outcome::Deny] {
-        let (a, b) = (
-            bt.baseline.outcomes[o as usize],
-            bt.new.outcomes[o as usize],
-        );
-        let _ = writeln!(
-            s,
-            "{:<8} {:>12} {:>11} {:>+11}",
-            o.as_str(),
-            a,
-            b,
-            b as i64 - a as i64
-        );
+    for (o, a, b, change) in bt.outcome_rows() {
+        let _ = writeln!(s, "{:<8} {a:>12} {b:>11} {change:>+11}", o.as_str());
     }
     let _ = writeln!(s, "\nchanged requests: {}", bt.changed);
     for (from, row) in bt.transitions.iter().enumerate() {
@@ -461,11 +459,8 @@ pub fn report(bt: &Backtest, hot_share: f64, changes_file: Option<&str>) -> Stri
             }
             let labeled = if bt.labeled > 0 {
                 let on_labeled = st.fraud_hits + st.legit_hits;
-                let precision = if on_labeled == 0 {
-                    "n/a".to_string()
-                } else {
-                    format!("{:.1}%", 100.0 * st.fraud_hits as f64 / on_labeled as f64)
-                };
+                let precision =
+                    percent((on_labeled > 0).then(|| st.fraud_hits as f64 / on_labeled as f64));
                 format!(
                     "  fraud {:>7}  legit {:>7}  precision {precision}",
                     st.fraud_hits, st.legit_hits
@@ -493,7 +488,7 @@ pub fn report(bt: &Backtest, hot_share: f64, changes_file: Option<&str>) -> Stri
             "\nlabels: {} labeled requests (stopped = held or denied)",
             bt.labeled
         );
-        let pct = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{:.1}%", v * 100.0));
+        let pct = percent;
         for (title, side) in [("baseline", &bt.baseline), ("new", &bt.new)] {
             let c = &side.confusion;
             let _ = writeln!(
@@ -517,8 +512,16 @@ pub fn report(bt: &Backtest, hot_share: f64, changes_file: Option<&str>) -> Stri
     s
 }
 
+/// What every backtest report says of the history the new rules saw.
+pub const HISTORY_NOTE: &str = "The new rules were evaluated on the history the baseline's decisions made, as shadow rules are: a request the new rules would have held does not, here, change what later requests see.";
+
 /// The outcomes in their `as usize` order.
 pub const OUTCOMES: [Outcome; 3] = [Outcome::Allow, Outcome::Hold, Outcome::Deny];
+
+/// A share as a percentage with one decimal, or `n/a` when undefined.
+pub fn percent(x: Option<f64>) -> String {
+    x.map_or("n/a".to_string(), |v| format!("{:.1}%", v * 100.0))
+}
 
 fn share(n: u64, of: u64) -> f64 {
     if of == 0 { 0.0 } else { n as f64 / of as f64 }
@@ -561,18 +564,7 @@ fn command_inner(o: &Options) -> Result<(), (u8, String)> {
         (&new_file, &new_src),
         &crate::rules::Limits::default(),
     )
-    .map_err(|errs| {
-        let mut s = String::new();
-        for e in &errs {
-            s.push_str(&e.to_string());
-            s.push('\n');
-        }
-        s.push_str(&format!(
-            "{} error(s); the rules do not compile",
-            errs.len()
-        ));
-        (2, s)
-    })?;
+    .map_err(|errs| (2, crate::rules::render_errors(&errs)))?;
     let labels = match &o.labels {
         None => Labels::new(),
         Some(p) => {
@@ -595,10 +587,7 @@ fn command_inner(o: &Options) -> Result<(), (u8, String)> {
     };
     let mut engine = Engine::new(std::sync::Arc::new(paired.joint.clone()));
     crate::cli::load_lists(&mut engine, &o.lists).map_err(|m| (2, m))?;
-    let (input, len) = crate::cli::open_events(&o.events).map_err(|m| (1, m))?;
-    if let Some(len) = len {
-        crate::replay::reserve_for_input(&mut engine, len);
-    }
+    let input = crate::cli::open_events_for(&mut engine, &o.events).map_err(|m| (1, m))?;
     let mut changes: Box<dyn Write> = match &o.changes {
         Some(p) => Box::new(io::BufWriter::new(std::fs::File::create(p).map_err(
             |e| (1, format!("cannot write changes file {}: {e}", p.display())),

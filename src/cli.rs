@@ -234,6 +234,15 @@ pub fn open_events(events: &str) -> Result<(Box<dyn BufRead>, Option<u64>), Stri
     Ok((Box::new(BufReader::with_capacity(1 << 16, f)), len))
 }
 
+/// [`open_events`], sizing `engine` for a file's length.
+pub fn open_events_for(engine: &mut Engine, events: &str) -> Result<Box<dyn BufRead>, String> {
+    let (input, len) = open_events(events)?;
+    if let Some(len) = len {
+        crate::replay::reserve_for_input(engine, len);
+    }
+    Ok(input)
+}
+
 /// Compiles a rules file (or the default), with every error on its own lines.
 pub fn load_rules(path: Option<&Path>) -> Result<CompiledRules, String> {
     let Some(path) = path else {
@@ -241,18 +250,8 @@ pub fn load_rules(path: Option<&Path>) -> Result<CompiledRules, String> {
     };
     let src = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read rules file {}: {e}", path.display()))?;
-    CompiledRules::compile(&path.display().to_string(), &src, &Limits::default()).map_err(|errs| {
-        let mut s = String::new();
-        for e in &errs {
-            s.push_str(&e.to_string());
-            s.push('\n');
-        }
-        s.push_str(&format!(
-            "{} error(s); the rules do not compile",
-            errs.len()
-        ));
-        s
-    })
+    CompiledRules::compile(&path.display().to_string(), &src, &Limits::default())
+        .map_err(|errs| crate::rules::render_errors(&errs))
 }
 
 /// Loads `NAME=FILE` list arguments into the engine.
@@ -309,13 +308,8 @@ fn replay(rules: Option<&Path>, lists: &[String], events: &str) -> ExitCode {
         eprintln!("{msg}");
         return ExitCode::from(2);
     }
-    let input = match open_events(events) {
-        Ok((input, len)) => {
-            if let Some(len) = len {
-                crate::replay::reserve_for_input(&mut engine, len);
-            }
-            input
-        }
+    let input = match open_events_for(&mut engine, events) {
+        Ok(input) => input,
         Err(msg) => {
             eprintln!("{msg}");
             return ExitCode::from(1);

@@ -759,13 +759,8 @@ pub fn command(rules: Option<&Path>, lists: &[String], id: &str, events: &str) -
         eprintln!("{msg}");
         return ExitCode::from(2);
     }
-    let input = match crate::cli::open_events(events) {
-        Ok((input, len)) => {
-            if let Some(len) = len {
-                crate::replay::reserve_for_input(&mut engine, len);
-            }
-            input
-        }
+    let input = match crate::cli::open_events_for(&mut engine, events) {
+        Ok(input) => input,
         Err(msg) => {
             eprintln!("{msg}");
             return ExitCode::from(1);

@@ -6,13 +6,30 @@
 use portcullis::contract::{AtRule, parse_line};
 use portcullis::traffic::{Config, write};
 
+/// Whether `cargo bench` asked to measure: it passes `--bench`, while
+/// `cargo test --benches` passes nothing and only checks the target runs.
+pub fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// Events a benchmark generates (`PORTCULLIS_BENCH_EVENTS`, default 1M).
+pub fn bench_events() -> u64 {
+    std::env::var("PORTCULLIS_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// The median of measurements (sorts them).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 /// About 1M generated events over 100k subscribers (`PORTCULLIS_BENCH_EVENTS`
 /// changes the count), as JSON lines in memory.
 pub fn trace() -> (Vec<u8>, u64) {
-    let n = std::env::var("PORTCULLIS_BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000u64);
+    let n = bench_events();
     let cfg = Config {
         subscribers: 100_000,
         ..Config::default()

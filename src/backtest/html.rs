@@ -54,9 +54,7 @@ pub fn render(bt: &Backtest, hot_share: f64) -> String {
         h,
         "<h1>Backtest</h1><p>baseline <b>{}</b> ({}) &middot; new <b>{}</b> ({})</p>\
          <p>{} lines, {} events, {} requests decided; {} changed.</p>\
-         <p class=\"note\">The new rules were evaluated on the history the baseline's decisions made, \
-         as shadow rules are: a request the new rules would have held does not, here, change what \
-         later requests see.</p>",
+         <p class=\"note\">{}</p>",
         escape(&p.baseline.label),
         escape(&p.baseline.hash),
         escape(&p.new.label),
@@ -65,6 +63,7 @@ pub fn render(bt: &Backtest, hot_share: f64) -> String {
         bt.events,
         bt.requests,
         bt.changed,
+        super::HISTORY_NOTE,
     );
     outcome_table(&mut h, bt);
     days_chart(&mut h, bt);
@@ -89,16 +88,11 @@ fn legend(h: &mut String, items: &[(&str, &str)]) {
 
 fn outcome_table(h: &mut String, bt: &Backtest) {
     h.push_str("<h2>Outcomes</h2><table><tr><th>outcome</th><th>baseline</th><th>new</th><th>change</th></tr>");
-    for o in OUTCOMES {
-        let (a, b) = (
-            bt.baseline.outcomes[o as usize],
-            bt.new.outcomes[o as usize],
-        );
+    for (o, a, b, change) in bt.outcome_rows() {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{a}</td><td>{b}</td><td>{:+}</td></tr>",
-            o.as_str(),
-            b as i64 - a as i64
+            "<tr><td>{}</td><td>{a}</td><td>{b}</td><td>{change:+}</td></tr>",
+            o.as_str()
         );
     }
     h.push_str("</table>\n");
@@ -367,7 +361,7 @@ fn labels_table(h: &mut String, bt: &Backtest) {
     if bt.labeled == 0 {
         return;
     }
-    let pct = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{:.1}%", v * 100.0));
+    let pct = super::percent;
     let _ = write!(
         h,
         "<h2>Labels</h2><p>{} labeled requests; stopped means held or denied.</p>\

@@ -104,6 +104,21 @@ impl RuleError {
     }
 }
 
+/// Every error on its own lines, then how many: what a command prints when
+/// a rules file does not compile.
+pub fn render_errors(errs: &[RuleError]) -> String {
+    let mut s = String::new();
+    for e in errs {
+        s.push_str(&e.to_string());
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "{} error(s); the rules do not compile",
+        errs.len()
+    ));
+    s
+}
+
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -233,11 +233,7 @@ fn labels_give_the_precision_and_recall_worked_by_hand() {
 }
 
 fn scratch(test: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("backtest-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    dir
+    crate::support::scratch_dir("backtest", test)
 }
 
 /// The report stands alone: no script, and no address of anything

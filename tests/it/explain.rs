@@ -336,11 +336,7 @@ fn tracing_changes_nothing() {
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 fn scratch(test: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("explain-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    dir
+    crate::support::scratch_dir("explain", test)
 }
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {

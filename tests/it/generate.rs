@@ -31,11 +31,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// A fresh directory for one test's files.
 fn scratch(test: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("generate-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    dir
+    crate::support::scratch_dir("generate", test)
 }
 
 fn run_gen(args: &[&str]) -> Output {

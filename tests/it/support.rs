@@ -38,6 +38,16 @@ pub fn subset(want: &Value, got: &Value) -> bool {
     }
 }
 
+/// A fresh, empty directory for one test's files: `AREA-TEST-PID` under
+/// cargo's temporary directory for tests.
+pub fn scratch_dir(area: &str, test: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{area}-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}
+
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
