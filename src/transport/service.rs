@@ -1,0 +1,329 @@
+//! The service's decision step, sans-IO: one request body from one peer in,
+//! one response body out. `portcullis serve` wraps it in QUIC streams and a
+//! clock; tests call it directly.
+//!
+//! What it owns, on top of the engine:
+//! - **Roles.** A caller may send the decision kinds, `device_seen`,
+//!   `auth_failure`, `fraud_report`, `lock`, `unlock` and `await`;
+//!   `verification`, `list_add` and `list_remove` need the analyst or admin
+//!   role and otherwise get `forbidden` (field `kind`). Nothing changes.
+//! - **Id scopes.** Ids are scoped to the peer's name: the engine sees
+//!   `NAME:ID`. Names never hold `:` ([`crate::tls::check_name`]), so two
+//!   clients' ids never meet. A verification names a hold as `CLIENT:ID`
+//!   (the client that sent the request, then its id), since an analyst
+//!   verifies other clients' requests; its own `id` is scoped to the
+//!   analyst. Answers carry the id as the client sent it.
+//! - **Time.** Events are decided at the service's time, which never goes
+//!   backwards: a client's `at` is checked for form by the parser and never
+//!   used for windows or order.
+
+use crate::contract::{Event, Kind, Timestamp};
+use crate::engine::{Answer, Engine};
+use crate::tls::{Peer, Role};
+use crate::transport::wire::{self, Request, WireCode};
+
+/// The separator between a client's name and its id in the engine.
+pub const SCOPE_SEPARATOR: char = ':';
+
+/// What became of one request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The response body is in the caller's buffer.
+    Answered,
+    /// An `await` of the request `scoped` (in the awaiting client's scope),
+    /// for the runtime to wait on, at most `timeout_ms`.
+    Await { scoped: String, timeout_ms: u64 },
+}
+
+/// The decision step of the service.
+pub struct Service {
+    engine: Engine,
+    /// The latest time an event was decided at.
+    last: Timestamp,
+    await_timeout_ms_max: u64,
+}
+
+/// Whether `role` may send `kind`.
+pub fn allowed(role: Role, kind: Kind) -> bool {
+    match kind {
+        Kind::Verification | Kind::ListAdd | Kind::ListRemove => role.may_verify_and_edit_lists(),
+        _ => true,
+    }
+}
+
+/// `NAME:ID`: an id in its client's scope.
+pub fn scoped(name: &str, id: &str) -> String {
+    let mut s = String::with_capacity(name.len() + 1 + id.len());
+    s.push_str(name);
+    s.push(SCOPE_SEPARATOR);
+    s.push_str(id);
+    s
+}
+
+impl Service {
+    pub fn new(engine: Engine, await_timeout_ms_max: u64) -> Service {
+        Service {
+            engine,
+            last: Timestamp::MIN,
+            await_timeout_ms_max,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Handles one request body from `peer` at the service's time `now`,
+    /// appending the response body to `out` (unless it is an `await`).
+    pub fn handle(&mut self, peer: &Peer, body: &[u8], now: Timestamp, out: &mut Vec<u8>) -> Step {
+        let request = match wire::parse_request(body, self.await_timeout_ms_max) {
+            Ok(r) => r,
+            Err(e) => {
+                e.write(out);
+                return Step::Answered;
+            }
+        };
+        let mut ev = match request {
+            Request::Await {
+                reference,
+                timeout_ms,
+            } => {
+                return Step::Await {
+                    scoped: scoped(&peer.name, &reference),
+                    timeout_ms,
+                };
+            }
+            Request::Event(ev) => ev,
+        };
+        let own_id = ev.id.clone();
+        if !allowed(peer.role, ev.kind) {
+            wire::error_body(
+                own_id.as_deref(),
+                WireCode::Forbidden,
+                Some("kind"),
+                &format!(
+                    "the {} role may not send {}",
+                    peer.role.as_str(),
+                    ev.kind.as_str()
+                ),
+                out,
+            );
+            return Step::Answered;
+        }
+        if let Some(id) = &ev.id {
+            ev.id = Some(scoped(&peer.name, id).into());
+        }
+        // Time never goes backwards, whatever the host clock does.
+        let at = now.max(self.last);
+        self.last = at;
+        self.answer(own_id.as_deref(), &ev, at, out);
+        Step::Answered
+    }
+
+    fn answer(&mut self, own_id: Option<&str>, ev: &Event, at: Timestamp, out: &mut Vec<u8>) {
+        match self.engine.handle(ev, at) {
+            Answer::Decision(d) => {
+                // Invariant: a decision kind always carries an id.
+                let id = own_id.unwrap_or_default();
+                wire::decision_body(id, &d, self.engine.ruleset(d.ruleset), out);
+            }
+            Answer::Signal { alert, .. } => {
+                wire::signal_body(alert.as_slice(), out);
+            }
+            Answer::Error(e) => {
+                wire::error_body(own_id, e.code, e.field.as_deref(), &e.message, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::CompiledRules;
+    use std::sync::Arc;
+
+    fn service() -> Service {
+        Service::new(
+            Engine::new(Arc::new(CompiledRules::default_rules())),
+            30_000,
+        )
+    }
+
+    fn peer(name: &str, role: Role) -> Peer {
+        Peer {
+            name: name.to_string(),
+            role,
+        }
+    }
+
+    fn at(s: &str) -> Timestamp {
+        Timestamp::parse(s).expect("a valid time")
+    }
+
+    fn call(s: &mut Service, p: &Peer, body: &str, now: &str) -> serde_json::Value {
+        let mut out = Vec::new();
+        assert_eq!(
+            s.handle(p, body.as_bytes(), at(now), &mut out),
+            Step::Answered
+        );
+        serde_json::from_slice(&out).expect("a JSON body")
+    }
+
+    const SWAP: &str = r#"{"id":"1","kind":"sim_swap","msisdn":"+447700900001","account":"A1","iccid":"8944110000000000008"}"#;
+
+    /// A generated multi-day trace, sent by an admin with the service's
+    /// clock at each event's time, is decided exactly as replay decides it.
+    #[test]
+    fn a_generated_trace_is_decided_as_replay_decides_it() {
+        let cfg = crate::traffic::Config {
+            seed: 5,
+            subscribers: 500,
+            ..crate::traffic::Config::default()
+        };
+        let mut input = Vec::new();
+        crate::traffic::write(&cfg, 20_000, &mut input).expect("in memory");
+        let mut engine = Engine::new(Arc::new(CompiledRules::default_rules()));
+        let mut replayed = Vec::new();
+        crate::replay::run(&mut engine, &input[..], &mut replayed).expect("in memory");
+        let replayed = String::from_utf8(replayed).expect("UTF-8");
+        let want: Vec<&str> = replayed
+            .lines()
+            .filter(|l| l.contains("\"decision\""))
+            .collect();
+        let mut s = service();
+        let admin = peer("ops", Role::Admin);
+        let mut got = Vec::new();
+        let mut alerts = 0;
+        for line in String::from_utf8(input).expect("UTF-8").lines() {
+            let now = crate::contract::parse_line(line, crate::contract::AtRule::Required)
+                .expect("generated lines are valid")
+                .at
+                .expect("replay lines carry at");
+            let mut out = Vec::new();
+            s.handle(&admin, line.as_bytes(), now, &mut out);
+            let body = String::from_utf8(out).expect("UTF-8");
+            if body.contains("\"decision\"") {
+                got.push(body);
+            } else if body.contains("\"alert\"") {
+                alerts += 1;
+            }
+        }
+        assert!(want.len() > 1_000, "{}", want.len());
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w);
+        }
+        assert_eq!(
+            alerts,
+            replayed.lines().filter(|l| l.contains("\"alert\"")).count()
+        );
+    }
+
+    #[test]
+    fn a_caller_may_not_verify_or_edit_lists() {
+        let mut s = service();
+        let pos = peer("pos", Role::Caller);
+        for body in [
+            r#"{"kind":"verification","ref":"pos:1","result":"pass"}"#,
+            r#"{"kind":"list_add","list":"blocked_imei","value":"490154203237518"}"#,
+            r#"{"kind":"list_remove","list":"blocked_imei","value":"490154203237518"}"#,
+        ] {
+            let v = call(&mut s, &pos, body, "2026-03-01T10:00:00Z");
+            assert_eq!(v["error"]["code"], "forbidden", "{v}");
+            assert_eq!(v["error"]["field"], "kind");
+            assert_eq!(v["error"]["retryable"], false);
+        }
+        assert_eq!(s.engine().holds_pending(), 0);
+    }
+
+    /// Two clients may both send id `1`; a client's own retry gets its
+    /// earlier answer.
+    #[test]
+    fn ids_are_scoped_to_their_client() {
+        let mut s = service();
+        let (a, b) = (peer("a", Role::Caller), peer("b", Role::Caller));
+        let first = call(&mut s, &a, SWAP, "2026-03-01T10:00:00Z");
+        assert_eq!(first["id"], "1");
+        assert_eq!(first["decision"], "allow");
+        let other = SWAP.replace("+447700900001", "+447700900002");
+        let v = call(&mut s, &b, &other, "2026-03-01T10:00:01Z");
+        assert_eq!(v["decision"], "allow", "{v}");
+        let conflict = call(&mut s, &a, &other, "2026-03-01T10:00:02Z");
+        assert_eq!(conflict["error"]["code"], "id_conflict", "{conflict}");
+        let retry = call(&mut s, &a, SWAP, "2026-03-01T10:00:03Z");
+        assert_eq!(retry, first);
+    }
+
+    /// An analyst releases a caller's hold by naming it `CLIENT:ID`.
+    #[test]
+    fn an_analyst_verifies_a_callers_hold_by_its_scoped_id() {
+        let mut s = service();
+        let pos = peer("pos", Role::Caller);
+        let desk = peer("desk", Role::Analyst);
+        call(&mut s, &pos, SWAP, "2026-03-01T10:00:00Z");
+        let second = SWAP.replace("\"1\"", "\"2\"");
+        let held = call(&mut s, &pos, &second, "2026-03-01T10:01:00Z");
+        assert_eq!(held["decision"], "hold", "{held}");
+        let unscoped = call(
+            &mut s,
+            &desk,
+            r#"{"kind":"verification","ref":"2","result":"pass"}"#,
+            "2026-03-01T10:02:00Z",
+        );
+        assert_eq!(unscoped["error"]["code"], "unknown_ref", "{unscoped}");
+        let ok = call(
+            &mut s,
+            &desk,
+            r#"{"kind":"verification","ref":"pos:2","result":"pass"}"#,
+            "2026-03-01T10:02:00Z",
+        );
+        assert_eq!(ok["ok"], true, "{ok}");
+        let retry = call(&mut s, &pos, &second, "2026-03-01T10:03:00Z");
+        assert_eq!(retry["decision"], "allow", "{retry}");
+    }
+
+    /// A client's `at` never moves the service's clock, and the clock never
+    /// goes backwards.
+    #[test]
+    fn time_is_the_services_and_never_goes_backwards() {
+        let mut s = service();
+        let pos = peer("pos", Role::Caller);
+        call(&mut s, &pos, SWAP, "2026-03-01T10:00:00Z");
+        // A second swap on the line "a year later" by the client's `at`,
+        // but a minute later by the service's clock: still within 30 days.
+        let later = SWAP
+            .replace("\"1\"", "\"2\"")
+            .replace("{\"id\"", "{\"at\":\"2027-03-01T10:00:00Z\",\"id\"");
+        let v = call(&mut s, &pos, &later, "2026-03-01T10:01:00Z");
+        assert_eq!(v["decision"], "hold", "{v}");
+        // A host clock that steps back is held at the latest time.
+        let third = SWAP.replace("\"1\"", "\"3\"");
+        let v = call(&mut s, &pos, &third, "2026-02-01T00:00:00Z");
+        assert_eq!(v["decision"], "hold", "{v}");
+        assert_eq!(s.last, at("2026-03-01T10:01:00Z"));
+    }
+
+    #[test]
+    fn bad_bodies_and_awaits() {
+        let mut s = service();
+        let pos = peer("pos", Role::Caller);
+        let v = call(&mut s, &pos, "[1]", "2026-03-01T10:00:00Z");
+        assert_eq!(v["error"]["code"], "bad_frame", "{v}");
+        let mut out = Vec::new();
+        let step = s.handle(
+            &pos,
+            br#"{"kind":"await","ref":"7","timeout_ms":100}"#,
+            at("2026-03-01T10:00:00Z"),
+            &mut out,
+        );
+        assert_eq!(
+            step,
+            Step::Await {
+                scoped: "pos:7".into(),
+                timeout_ms: 100
+            }
+        );
+        assert!(out.is_empty());
+    }
+}
