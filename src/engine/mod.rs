@@ -191,12 +191,36 @@ struct Held {
 struct IdKey(u128);
 
 impl IdKey {
-    fn of(id: &str) -> IdKey {
+    /// The key of `id`: under `secret`, 128 bits of SipHash-2-4, which no
+    /// one without the secret can make collide (the service, where ids come
+    /// from many clients); without it, two seeded fast hashes (replay,
+    /// where no caller is an adversary).
+    fn of(id: &str, secret: Option<&[u8; 16]>) -> IdKey {
+        if let Some(k) = secret {
+            use siphasher::sip128::Hasher128;
+            use std::hash::Hasher;
+            let mut h = siphasher::sip128::SipHasher24::new_with_key(k);
+            h.write(id.as_bytes());
+            return IdKey(h.finish128().as_u128());
+        }
         use std::hash::BuildHasher;
         let lo = foldhash::fast::FixedState::with_seed(0x5eed_1d00_0000_0001).hash_one(id);
         let hi = foldhash::fast::FixedState::with_seed(0x5eed_1d00_0000_0002).hash_one(id);
         IdKey(u128::from(hi) << 64 | u128::from(lo))
     }
+}
+
+/// The key of record keys, derived from a service's fingerprint key (one
+/// secret, two uses); none for [`FingerprintKey::REPLAY`].
+fn id_secret(key: &FingerprintKey) -> Option<[u8; 16]> {
+    if *key == FingerprintKey::REPLAY {
+        return None;
+    }
+    use siphasher::sip128::Hasher128;
+    use std::hash::Hasher;
+    let mut h = siphasher::sip128::SipHasher24::new_with_key(&key.0);
+    h.write(b"portcullis record keys v1");
+    Some(h.finish128().as_bytes())
 }
 
 /// Records for idempotent retries, bounded without per-entry order: one
@@ -276,6 +300,8 @@ struct State {
     /// the event's canonical form.
     scratch: Vec<u8>,
     fingerprint_key: FingerprintKey,
+    /// The secret of record keys ([`IdKey::of`]).
+    id_secret: Option<[u8; 16]>,
 }
 
 impl Engine {
@@ -305,6 +331,7 @@ impl Engine {
                 hold_seq: 0,
                 holds_pending_max: limits.holds_pending_max.max(1),
                 scratch: Vec::with_capacity(512),
+                id_secret: id_secret(&fingerprint_key),
                 fingerprint_key,
             },
         }
@@ -355,7 +382,7 @@ impl Engine {
             seen ^= self
                 .state
                 .records
-                .get(IdKey::of(id))
+                .get(IdKey::of(id, self.state.id_secret.as_ref()))
                 .map_or(0, |r| u64::from(r.tags));
         }
         seen ^= self.state.history.touch(ev);
@@ -435,7 +462,8 @@ impl State {
         // Each is likely a cache miss; asked for together they overlap with
         // each other and with the fingerprint's hashing instead of stalling
         // one after another.
-        let key = ev.id.as_deref().map(IdKey::of);
+        let secret = self.id_secret;
+        let key = ev.id.as_deref().map(|id| IdKey::of(id, secret.as_ref()));
         let prior = key.and_then(|k| self.records.get(k).copied());
         let subject = Subject::request(ev);
         let facts = ev.kind.is_decision().then(|| {
@@ -650,7 +678,7 @@ impl State {
             e
         };
         let r = ev.reference.as_deref().ok_or_else(unknown)?;
-        let key = IdKey::of(r);
+        let key = IdKey::of(r, self.id_secret.as_ref());
         // The key locates the hold; the held request's own id confirms it.
         let held = self
             .holds
@@ -810,6 +838,34 @@ mod tests {
             held.push(h);
         }
         held
+    }
+
+    /// Record keys under a service's secret differ from replay's and from
+    /// another secret's, and change no answer.
+    #[test]
+    fn keyed_record_keys_change_no_answer() {
+        let a = FingerprintKey(*b"service-secret-a");
+        let b = FingerprintKey(*b"service-secret-b");
+        let (sa, sb) = (id_secret(&a), id_secret(&b));
+        assert!(sa.is_some() && sa != sb);
+        assert_eq!(id_secret(&FingerprintKey::REPLAY), None);
+        assert_ne!(IdKey::of("r1", sa.as_ref()), IdKey::of("r1", None));
+        assert_ne!(IdKey::of("r1", sa.as_ref()), IdKey::of("r1", sb.as_ref()));
+        let rules = Arc::new(CompiledRules::default_rules());
+        let mut plain = Engine::new(rules.clone());
+        let mut keyed = Engine::with_key(rules, EngineLimits::default(), a);
+        let cfg = crate::traffic::Config {
+            subscribers: 300,
+            ..crate::traffic::Config::default()
+        };
+        for ev in crate::traffic::Generator::new(cfg).take(5_000) {
+            let at = ev.at.expect("generated events carry at");
+            assert_eq!(plain.handle(&ev, at), keyed.handle(&ev, at));
+            // A retry answers the same way under both.
+            if ev.kind.is_decision() {
+                assert_eq!(plain.handle(&ev, at), keyed.handle(&ev, at));
+            }
+        }
     }
 
     /// Sizing is only a matter of speed: a huge size is bounded, not a
