@@ -597,6 +597,19 @@ mod tests {
         assert!(e.message.contains("expr_depth_max"), "{e}");
         let src = format!("rule a deny when {}true", "not ".repeat(100_000));
         assert!(err(&src).message.contains("expr_depth_max"));
+        // Sets nest too (found by fuzzing: each `[` recursed uncounted).
+        let src = format!("rule a deny when kind in {}", "[".repeat(100_000));
+        assert!(err(&src).message.contains("expr_depth_max"));
+        let ok = format!(
+            "rule a deny when kind in {}sim_swap{}",
+            "[".repeat(4),
+            "]".repeat(4)
+        );
+        assert!(
+            !CompiledRules::compile("t.rules", &ok, &Limits::default())
+                .err()
+                .is_some_and(|es| es.iter().any(|e| e.message.contains("expr_depth_max")))
+        );
     }
 
     #[test]

@@ -503,6 +503,9 @@ impl<'a> Parser<'a> {
                 Ok(e)
             }
             Tok::LBracket => {
+                // A set's items are atoms, and an atom may be a set: each
+                // `[` nests, and counts against expr_depth_max like `(`.
+                self.enter()?;
                 let mut items = Vec::new();
                 loop {
                     if items.len() >= self.limits.set_items_max {
@@ -523,6 +526,7 @@ impl<'a> Parser<'a> {
                     }
                 }
                 self.expect(Tok::RBracket, "`]` or `,`", "sets read [a, b, c]")?;
+                self.depth -= 1;
                 Ok(Ast::SetLit(items, pos))
             }
             Tok::Word(w) if w == "true" => Ok(Ast::Bool(true, pos)),

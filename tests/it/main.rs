@@ -4,6 +4,7 @@ mod backtest;
 mod cli;
 mod contract;
 mod explain;
+mod fuzz_corpus;
 mod generate;
 mod props;
 mod replay_cases;
