@@ -358,6 +358,20 @@ impl Engine {
         self.state.holds.len()
     }
 
+    /// The current decision on the request with `id`, if one is
+    /// remembered: what a retry would answer (a hold released reads allow,
+    /// a failed or expired one deny), read without changing anything. An
+    /// `await` reads it. `None` for an unknown id or a signal's.
+    pub fn decision_of(&self, id: &str) -> Option<Decided> {
+        let key = IdKey::of(id, self.state.id_secret.as_ref());
+        let rec = self.state.records.get(key).filter(|r| !r.is_signal())?;
+        let mut decided = rec.decided();
+        if decided.outcome == Outcome::Hold && !self.state.holds.contains_key(&key) {
+            decided.outcome = Outcome::Deny;
+        }
+        Some(decided)
+    }
+
     /// Adds a list value from a file at load time (not an event).
     pub fn list_add(&mut self, list: &str, value: &str) -> Result<(), ListError> {
         let rules = current(&self.rulesets);

@@ -35,6 +35,22 @@ pub enum Step {
     Await { scoped: String, timeout_ms: u64 },
 }
 
+/// Where an `await` stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// The answer is in the caller's buffer.
+    Answered,
+    /// The request is still on hold.
+    Pending,
+}
+
+/// The id as its client sent it, from `NAME:ID`.
+fn unscoped(scoped: &str) -> &str {
+    scoped
+        .split_once(SCOPE_SEPARATOR)
+        .map_or(scoped, |(_, id)| id)
+}
+
 /// The decision step of the service.
 pub struct Service {
     engine: Engine,
@@ -118,6 +134,43 @@ impl Service {
         self.last = at;
         self.answer(own_id.as_deref(), &ev, at, out);
         Step::Answered
+    }
+
+    /// Answers an `await` of `scoped` (as [`Step::Await`] gave it) as it
+    /// stands now: the request's decision when it is allowed or denied, or
+    /// `unknown_ref` when no decision request has that id. Appends nothing
+    /// and returns [`Waiting::Pending`] while the request is on hold: the
+    /// runtime then waits (at most the await's `timeout_ms`) and asks again,
+    /// or answers `hold` with [`Service::await_timed_out`].
+    pub fn await_now(&self, scoped: &str, out: &mut Vec<u8>) -> Waiting {
+        let own = unscoped(scoped);
+        match self.engine.decision_of(scoped) {
+            None => {
+                wire::error_body(
+                    None,
+                    crate::contract::ErrorCode::UnknownRef,
+                    Some("ref"),
+                    "no decision request with this id is remembered",
+                    out,
+                );
+                Waiting::Answered
+            }
+            Some(d) if d.outcome == crate::rules::Outcome::Hold => Waiting::Pending,
+            Some(d) => {
+                wire::decision_body(own, &d, self.engine.ruleset(d.ruleset), out);
+                Waiting::Answered
+            }
+        }
+    }
+
+    /// The answer to an `await` whose timeout passed: the request's current
+    /// decision, which reads `hold` if it is still pending.
+    pub fn await_timed_out(&self, scoped: &str, out: &mut Vec<u8>) {
+        if let Waiting::Pending = self.await_now(scoped, out)
+            && let Some(d) = self.engine.decision_of(scoped)
+        {
+            wire::decision_body(unscoped(scoped), &d, self.engine.ruleset(d.ruleset), out);
+        }
     }
 
     fn answer(&mut self, own_id: Option<&str>, ev: &Event, at: Timestamp, out: &mut Vec<u8>) {
@@ -302,6 +355,48 @@ mod tests {
         let v = call(&mut s, &pos, &third, "2026-02-01T00:00:00Z");
         assert_eq!(v["decision"], "hold", "{v}");
         assert_eq!(s.last, at("2026-03-01T10:01:00Z"));
+    }
+
+    /// An await reads the current decision: unknown, pending while held,
+    /// then the released outcome; a timeout reads `hold`.
+    #[test]
+    fn awaits_read_the_current_decision() {
+        let mut s = service();
+        let pos = peer("pos", Role::Caller);
+        let desk = peer("desk", Role::Analyst);
+        let mut out = Vec::new();
+        assert_eq!(s.await_now("pos:2", &mut out), Waiting::Answered);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(v["error"]["code"], "unknown_ref", "{v}");
+        call(&mut s, &pos, SWAP, "2026-03-01T10:00:00Z");
+        let second = SWAP.replace("\"1\"", "\"2\"");
+        call(&mut s, &pos, &second, "2026-03-01T10:01:00Z");
+        out.clear();
+        assert_eq!(s.await_now("pos:2", &mut out), Waiting::Pending);
+        assert!(out.is_empty());
+        s.await_timed_out("pos:2", &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(
+            (v["id"].as_str(), v["decision"].as_str()),
+            (Some("2"), Some("hold"))
+        );
+        // Another client's scope does not see it.
+        out.clear();
+        assert_eq!(s.await_now("other:2", &mut out), Waiting::Answered);
+        assert!(String::from_utf8_lossy(&out).contains("unknown_ref"));
+        call(
+            &mut s,
+            &desk,
+            r#"{"kind":"verification","ref":"pos:2","result":"fail"}"#,
+            "2026-03-01T10:02:00Z",
+        );
+        out.clear();
+        assert_eq!(s.await_now("pos:2", &mut out), Waiting::Answered);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(
+            (v["id"].as_str(), v["decision"].as_str()),
+            (Some("2"), Some("deny"))
+        );
     }
 
     #[test]
