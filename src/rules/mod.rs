@@ -35,7 +35,7 @@ pub struct Limits {
     /// Rules in one ruleset (at most [`RULES_MAX_HARD`]: decisions carry
     /// their matched rules as a 128-bit set).
     pub rules_max: usize,
-    /// Nesting levels of a condition (parentheses, `not`, function calls).
+    /// Nesting levels of a condition (parentheses, sets, `not`, function calls).
     pub expr_depth_max: usize,
     /// Constants in one `[...]` set.
     pub set_items_max: usize,
