@@ -25,15 +25,30 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// What `portcullis backtest` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// The new ruleset.
+    #[arg(long)]
     pub rules: PathBuf,
+    /// The baseline ruleset (default: the built-in default ruleset).
+    #[arg(long)]
     pub baseline: Option<PathBuf>,
+    /// Labels ({"id","label","story"} lines, as `gen --labels` writes).
+    #[arg(long)]
     pub labels: Option<PathBuf>,
+    /// Write every request whose outcome changed here, as JSON lines.
+    #[arg(long)]
     pub changes: Option<PathBuf>,
+    /// Write a self-contained HTML report here.
+    #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Load a list: NAME=FILE (into both rulesets).
+    #[arg(long = "list", value_name = "NAME=FILE")]
     pub lists: Vec<String>,
+    /// Flag rules that fire on more than this share of requests.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.05)]
     pub hot_share: f64,
+    /// Events file, or - for standard input.
     pub events: String,
 }
 

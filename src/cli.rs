@@ -40,50 +40,9 @@ pub enum Command {
         command: RulesCommand,
     },
     /// Write deterministic synthetic carrier traffic (contract v1).
-    Gen {
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, default_value_t = 10_000)]
-        events: u64,
-        /// Subscribers in the population (1 to 10,000,000).
-        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::traffic::SUBSCRIBERS_MAX)))]
-        subscribers: u32,
-        /// Share of events that begin an attack story (0 to 0.05).
-        #[arg(long, value_name = "RATE", default_value_t = 0.002)]
-        attacks: f64,
-        /// Output file (default: standard output).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Write a label per request here: {"id","label","story"} lines.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-    },
+    Gen(crate::traffic::GenOptions),
     /// Compare a new ruleset with a baseline on recorded events, in one pass.
-    Backtest {
-        /// The new ruleset.
-        #[arg(long)]
-        rules: PathBuf,
-        /// The baseline ruleset (default: the built-in default ruleset).
-        #[arg(long)]
-        baseline: Option<PathBuf>,
-        /// Labels ({"id","label","story"} lines, as `gen --labels` writes).
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// Write every request whose outcome changed here, as JSON lines.
-        #[arg(long)]
-        changes: Option<PathBuf>,
-        /// Write a self-contained HTML report here.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Load a list: NAME=FILE (into both rulesets).
-        #[arg(long = "list", value_name = "NAME=FILE")]
-        lists: Vec<String>,
-        /// Flag rules that fire on more than this share of requests.
-        #[arg(long, value_name = "SHARE", default_value_t = 0.05)]
-        hot_share: f64,
-        /// Events file, or - for standard input.
-        events: String,
-    },
+    Backtest(crate::backtest::Options),
     /// Development certificates for the QUIC service's mutual TLS.
     Certs {
         #[command(subcommand)]
@@ -164,40 +123,8 @@ pub fn run(cli: Cli) -> ExitCode {
             print!("{}", crate::rules::DEFAULT_RULES);
             ExitCode::SUCCESS
         }
-        Command::Gen {
-            seed,
-            events,
-            subscribers,
-            attacks,
-            out,
-            labels,
-        } => crate::traffic::command(&crate::traffic::GenOptions {
-            seed,
-            events,
-            subscribers,
-            attacks,
-            out,
-            labels,
-        }),
-        Command::Backtest {
-            rules,
-            baseline,
-            labels,
-            changes,
-            report,
-            lists,
-            hot_share,
-            events,
-        } => crate::backtest::command(&crate::backtest::Options {
-            rules,
-            baseline,
-            labels,
-            changes,
-            report,
-            lists,
-            hot_share,
-            events,
-        }),
+        Command::Gen(o) => crate::traffic::command(&o),
+        Command::Backtest(o) => crate::backtest::command(&o),
         Command::Certs {
             command: CertsCommand::Dev { out },
         } => crate::tls::certs_dev_command(&out),

@@ -397,22 +397,29 @@ fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// Every certificate in a PEM file; at least one.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    load_all(path, "certificates", "CERTIFICATE")
+}
+
+/// Every PEM section of one type in a file; at least one. `what` and
+/// `section` name them in errors.
+fn load_all<T: PemObject>(
+    path: &Path,
+    what: &'static str,
+    section: &str,
+) -> Result<Vec<T>, TlsError> {
     let bytes = read_file(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    let pem = |detail: String| TlsError::Pem {
+        path: path.to_path_buf(),
+        what,
+        detail,
+    };
+    let items = T::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            path: path.to_path_buf(),
-            what: "certificates",
-            detail: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Pem {
-            path: path.to_path_buf(),
-            what: "certificates",
-            detail: "no CERTIFICATE section found".to_string(),
-        });
+        .map_err(|e| pem(e.to_string()))?;
+    if items.is_empty() {
+        return Err(pem(format!("no {section} section found")));
     }
-    Ok(certs)
+    Ok(items)
 }
 
 /// The private key in a PEM file (PKCS#8, SEC1 or PKCS#1). The error never
@@ -433,22 +440,7 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// Every CRL in a PEM file; at least one.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let bytes = read_file(path)?;
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            path: path.to_path_buf(),
-            what: "CRLs",
-            detail: e.to_string(),
-        })?;
-    if crls.is_empty() {
-        return Err(TlsError::Pem {
-            path: path.to_path_buf(),
-            what: "CRLs",
-            detail: "no X509 CRL section found".to_string(),
-        });
-    }
-    Ok(crls)
+    load_all(path, "CRLs", "X509 CRL")
 }
 
 fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {

@@ -1422,14 +1422,23 @@ pub fn write_labeled<W: Write, L: Write>(
 }
 
 /// What `portcullis gen` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct GenOptions {
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    #[arg(long, default_value_t = 10_000)]
     pub events: u64,
+    /// Subscribers in the population (1 to 10,000,000).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(SUBSCRIBERS_MAX)))]
     pub subscribers: u32,
-    /// Share of events that begin an attack story.
+    /// Share of events that begin an attack story (0 to 0.05).
+    #[arg(long, value_name = "RATE", default_value_t = 0.002)]
     pub attacks: f64,
+    /// Output file (default: standard output).
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write a label per request here: {"id","label","story"} lines.
+    #[arg(long)]
     pub labels: Option<PathBuf>,
 }
 

@@ -752,14 +752,7 @@ fn evaluate_with(
             Action::Hold => hold = true,
         }
     }
-    let outcome = if deny {
-        Outcome::Deny
-    } else if allow || !hold {
-        Outcome::Allow
-    } else {
-        Outcome::Hold
-    };
-    (outcome, matched, shadow)
+    (crate::rules::outcome_of(deny, allow, hold), matched, shadow)
 }
 
 fn list_error(e: ListError, ev: &Event) -> ContractError {

@@ -204,6 +204,16 @@ impl CompiledRules {
         src: &str,
         limits: &Limits,
     ) -> Result<CompiledRules, Vec<RuleError>> {
+        Self::compile_keeping_ast(file, src, limits).map(|(built, _)| built)
+    }
+
+    /// [`CompiledRules::compile`], also giving back the parsed file (for
+    /// [`Paired`], which compiles two files together as well as alone).
+    fn compile_keeping_ast(
+        file: &str,
+        src: &str,
+        limits: &Limits,
+    ) -> Result<(CompiledRules, parser::FileAst), Vec<RuleError>> {
         let named = |mut e: RuleError| {
             e.file = file.to_string();
             e
@@ -227,12 +237,12 @@ impl CompiledRules {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        built.label = ast.label.unwrap_or_else(|| {
+        built.label = ast.label.clone().unwrap_or_else(|| {
             std::path::Path::new(file)
                 .file_stem()
                 .map_or_else(|| file.to_string(), |s| s.to_string_lossy().into_owned())
         });
-        Ok(built)
+        Ok((built, ast))
     }
 
     /// Compiles a parsed file; `hash` and `label` are left empty for the
@@ -354,15 +364,19 @@ impl Paired {
         new: (&str, &str),
         limits: &Limits,
     ) -> Result<Paired, Vec<RuleError>> {
-        let base = CompiledRules::compile(baseline.0, baseline.1, limits)?;
-        let fresh = CompiledRules::compile(new.0, new.1, limits)?;
-        Self::pair(base, fresh, (baseline.1, new), limits)
+        let (base, joint_ast) = CompiledRules::compile_keeping_ast(baseline.0, baseline.1, limits)?;
+        let (fresh, new_ast) = CompiledRules::compile_keeping_ast(new.0, new.1, limits)?;
+        Self::pair(base, fresh, joint_ast, new_ast, new.0, limits)
     }
 
+    /// Joins the two parsed files (the baseline's is `joint_ast`) into the
+    /// ruleset the engine runs.
     fn pair(
         base: CompiledRules,
         fresh: CompiledRules,
-        (base_src, (new_file, new_src)): (&str, (&str, &str)),
+        mut joint_ast: parser::FileAst,
+        new_ast: parser::FileAst,
+        new_file: &str,
         limits: &Limits,
     ) -> Result<Paired, Vec<RuleError>> {
         let whole = |message: String, hint: &str| {
@@ -381,9 +395,6 @@ impl Paired {
                 "backtest fewer rules at a time, or drop rules the change does not touch from both files",
             ));
         }
-        // Invariant: both sources parsed when compiled alone just before.
-        let mut joint_ast = parse(base_src, limits).map_err(|e| vec![e])?;
-        let new_ast = parse(new_src, limits).map_err(|e| vec![e])?;
         for l in new_ast.lists {
             match joint_ast.lists.iter().find(|b| b.name == l.name) {
                 Some(b) if b.ty.0 != l.ty.0 => {
