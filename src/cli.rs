@@ -48,6 +48,13 @@ pub enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Run the decision service on QUIC with mutual TLS.
+    Serve(crate::server::ServeOptions),
+    /// Send events to a running service and print its answers as JSON lines.
+    Call(crate::client::CallOptions),
+    /// Offer a fixed rate of generated requests to a running service and
+    /// report latency (optionally beside a bare QUIC echo server).
+    Loadgen(crate::loadgen::LoadgenOptions),
     /// Explain one request: every rule, whether it matched, and the values
     /// that decided it at that moment.
     Explain {
@@ -137,6 +144,9 @@ pub fn run(cli: Cli) -> ExitCode {
                     out,
                 },
         } => crate::tls::certs_issue_command(&ca, &role, &name, &out),
+        Command::Serve(o) => crate::server::command(&o),
+        Command::Call(o) => crate::client::call_command(&o),
+        Command::Loadgen(o) => crate::loadgen::command(&o),
         Command::Explain {
             rules,
             lists,

@@ -18,6 +18,12 @@
 //!   hand (ring provider, TLS 1.3, client certificates required, no 0-RTT),
 //!   and the role and identity a client certificate carries.
 //! - [`transport`]: the wire contract's framing (sans-IO codec).
+//! - [`server`]: `portcullis serve`, the QUIC runtime around
+//!   [`transport::service`]: endpoint, streams, the engine thread, limits,
+//!   reload and graceful shutdown.
+//! - [`client`]: the Rust client of the service, and `portcullis call`.
+//! - [`loadgen`]: `portcullis loadgen`, open-loop load against the service
+//!   and a bare QUIC echo server.
 //! - [`traffic`]: deterministic synthetic carrier traffic and labels
 //!   (`portcullis gen`).
 //! - [`cli`]: the command line.
@@ -25,12 +31,15 @@
 
 pub mod backtest;
 pub mod cli;
+pub mod client;
 pub mod contract;
 pub mod engine;
 pub mod explain;
 pub mod history;
+pub mod loadgen;
 pub mod replay;
 pub mod rules;
+pub mod server;
 pub mod tls;
 pub mod traffic;
 pub mod transport;
