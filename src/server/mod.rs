@@ -27,3 +27,6 @@ pub fn command(_o: &ServeOptions) -> ExitCode {
     eprintln!("serve: not built yet");
     ExitCode::FAILURE
 }
+
+pub mod config;
+pub use config::{Limits, quic_transport};

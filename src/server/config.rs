@@ -1,0 +1,214 @@
+//! The service's configuration: the TOML file, the flags that override it,
+//! and the named limits with their units and defaults.
+//!
+//! Every key is optional and has a documented default (`deploy/serve.toml`
+//! lists them all); an unknown key is an error, so a misspelt limit is
+//! never silently ignored. The file names where things are; it never holds
+//! a key or a secret.
+
+use crate::transport::frame::{FRAME_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_LIMIT};
+use crate::transport::wire::AWAIT_TIMEOUT_MS_MAX_DEFAULT;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every limit the service puts on what clients control, each with its unit
+/// in its name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The longest frame body, requests and responses alike. At most 65536.
+    pub frame_bytes_max: usize,
+    /// Bidirectional streams a client may have open at once on one
+    /// connection (QUIC `initial_max_streams_bidi`): about twice the
+    /// requests a client keeps in flight.
+    pub streams_per_connection_max: u32,
+    /// Connections held at once; more are refused in the handshake.
+    pub connections_max: usize,
+    /// Requests read and not yet decided, across all connections; more are
+    /// answered `overloaded`.
+    pub queue_requests_max: usize,
+    /// How long after reading a request the service may take to decide it
+    /// before answering `deadline` (not for `await`).
+    pub request_deadline_ms: u64,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// The longest `timeout_ms` an `await` may ask for.
+    pub await_timeout_ms_max: u64,
+    /// `await`s waiting at once, across all connections; more are answered
+    /// `overloaded`.
+    pub awaits_max: usize,
+    /// Alerts kept for the operator surface; the oldest go first.
+    pub alerts_kept_max: usize,
+    /// How long a shutdown waits for answers in flight before closing.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            streams_per_connection_max: 100,
+            connections_max: 1000,
+            queue_requests_max: 4096,
+            request_deadline_ms: 1000,
+            idle_timeout_ms: 30_000,
+            await_timeout_ms_max: AWAIT_TIMEOUT_MS_MAX_DEFAULT,
+            awaits_max: 10_000,
+            alerts_kept_max: 10_000,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+/// A configuration that cannot be served, with the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Limits {
+    /// Checks each limit's range, naming the first key out of it.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, range: &str| {
+            Err(ConfigError(format!(
+                "limits.{key}: must be {range} (see deploy/serve.toml)"
+            )))
+        };
+        if !(1..=FRAME_BYTES_MAX_LIMIT).contains(&self.frame_bytes_max) {
+            return bad("frame_bytes_max", "from 1 to 65536 bytes");
+        }
+        if !(1..=10_000).contains(&self.streams_per_connection_max) {
+            return bad("streams_per_connection_max", "from 1 to 10000 streams");
+        }
+        if !(1..=1_000_000).contains(&self.connections_max) {
+            return bad("connections_max", "from 1 to 1000000 connections");
+        }
+        if !(1..=1_000_000).contains(&self.queue_requests_max) {
+            return bad("queue_requests_max", "from 1 to 1000000 requests");
+        }
+        if !(1..=60_000).contains(&self.request_deadline_ms) {
+            return bad("request_deadline_ms", "from 1 to 60000 milliseconds");
+        }
+        if !(100..=3_600_000).contains(&self.idle_timeout_ms) {
+            return bad("idle_timeout_ms", "from 100 to 3600000 milliseconds");
+        }
+        if self.await_timeout_ms_max > 3_600_000 {
+            return bad("await_timeout_ms_max", "at most 3600000 milliseconds");
+        }
+        if !(1..=1_000_000).contains(&self.awaits_max) {
+            return bad("awaits_max", "from 1 to 1000000 awaits");
+        }
+        if !(1..=10_000_000).contains(&self.alerts_kept_max) {
+            return bad("alerts_kept_max", "from 1 to 10000000 alerts");
+        }
+        if self.shutdown_grace_ms > 600_000 {
+            return bad("shutdown_grace_ms", "at most 600000 milliseconds");
+        }
+        Ok(())
+    }
+
+    pub fn request_deadline(&self) -> Duration {
+        Duration::from_millis(self.request_deadline_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// The QUIC transport settings both the gateway and the load generator's
+/// echo server use, from the limits: streams per connection, idle timeout,
+/// and flow-control windows sized to the frame limit, so that what one
+/// connection may make the server buffer is bounded.
+pub fn quic_transport(limits: &Limits) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(limits.streams_per_connection_max.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    // Invariant: `check` keeps idle_timeout_ms far below QUIC's 2^62 limit.
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_millis(limits.idle_timeout_ms))
+            .expect("idle_timeout_ms is checked to at most an hour"),
+    ));
+    // One stream may hold a whole largest frame and the next one's length.
+    let stream_window = 2 * (limits.frame_bytes_max as u64 + 4);
+    t.stream_receive_window(
+        quinn::VarInt::from_u64(stream_window).expect("at most 2 * (65536 + 4)"),
+    );
+    // A connection's streams together: enough for every stream's small
+    // request at once, bounded by 16 largest frames.
+    let conn_window = (stream_window * 8).max(1 << 20);
+    t.receive_window(quinn::VarInt::from_u64(conn_window).expect("at most a few MiB"));
+    t.send_window(conn_window);
+    t
+}
+
+/// The TOML file: where things are, and the limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub quic: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+    pub tls_dir: Option<PathBuf>,
+    pub rules: Option<PathBuf>,
+    pub crl: Option<PathBuf>,
+    /// NAME = FILE.
+    pub lists: BTreeMap<String, PathBuf>,
+    pub limits: Limits,
+}
+
+impl FileConfig {
+    pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        FileConfig::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_string()))
+    }
+}
+
+/// Everything `serve` needs, after flags override the file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub quic: SocketAddr,
+    pub data: Option<PathBuf>,
+    pub tls_dir: PathBuf,
+    pub rules: Option<PathBuf>,
+    pub crl: Option<PathBuf>,
+    pub lists: Vec<(String, PathBuf)>,
+    pub limits: Limits,
+}
+
+impl Config {
+    /// A configuration for tests and tools: the default limits, the
+    /// default ruleset, port 0 on loopback.
+    pub fn local(tls_dir: &Path) -> Config {
+        Config {
+            quic: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data: None,
+            tls_dir: tls_dir.to_path_buf(),
+            rules: None,
+            crl: None,
+            lists: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The quinn server configuration: the TLS of [`crate::tls`] and the
+    /// transport of [`quic_transport`].
+    pub fn quinn_server(&self) -> Result<quinn::ServerConfig, crate::tls::TlsError> {
+        let files = crate::tls::ServerFiles::in_dir(&self.tls_dir, self.crl.as_deref());
+        let mut server = crate::tls::quinn_server_config(&files)?;
+        server.transport_config(Arc::new(quic_transport(&self.limits)));
+        Ok(server)
+    }
+}
