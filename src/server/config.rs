@@ -7,7 +7,7 @@
 //! a key or a secret.
 
 use crate::transport::frame::{FRAME_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_LIMIT};
-use crate::transport::wire::AWAIT_TIMEOUT_MS_MAX_DEFAULT;
+use crate::transport::wire::{AWAIT_TIMEOUT_MS_MAX_DEFAULT, ERROR_BODY_BYTES_MAX};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,7 +20,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// The longest frame body, requests and responses alike. At most 65536.
+    /// The longest frame body, requests and responses alike: from 8576 (the
+    /// longest error body) to 65536.
     pub frame_bytes_max: usize,
     /// Bidirectional streams a client may have open at once on one
     /// connection (QUIC `initial_max_streams_bidi`): about twice the
@@ -82,8 +83,9 @@ impl Limits {
                 "limits.{key}: must be {range} (see deploy/serve.toml)"
             )))
         };
-        if !(1..=FRAME_BYTES_MAX_LIMIT).contains(&self.frame_bytes_max) {
-            return bad("frame_bytes_max", "from 1 to 65536 bytes");
+        // Every error body fits a frame: an answer is never cut.
+        if !(ERROR_BODY_BYTES_MAX..=FRAME_BYTES_MAX_LIMIT).contains(&self.frame_bytes_max) {
+            return bad("frame_bytes_max", "from 8576 to 65536 bytes");
         }
         if !(1..=10_000).contains(&self.streams_per_connection_max) {
             return bad("streams_per_connection_max", "from 1 to 10000 streams");

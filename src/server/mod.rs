@@ -1,32 +1,482 @@
 //! `portcullis serve`: the decision core on QUIC.
+//!
+//! The runtime around the sans-IO [`crate::transport::service::Service`]:
+//! - [`config`]: the TOML file, the flags over it, and the named limits.
+//! - [`connection`]: the QUIC endpoint's connections and streams, moving
+//!   frames to the engine thread and answers back in order.
+//! - [`decider`]: the engine thread, where every request is decided in one
+//!   total order, with the `await`s waiting on holds.
+//! - [`clock`]: the clock, an interface the tests drive.
+//! - [`alerts`]: the alerts raised, kept for the operator surface.
+//!
+//! Shutdown follows tokio's mini-redis: a broadcast (a watch channel) tells
+//! every task, and the server waits, at most `shutdown_grace_ms`, until
+//! every stream task has dropped its handle of an mpsc channel.
 
+pub mod alerts;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod decider;
+
+pub use config::{Config, ConfigError, FileConfig, Limits, quic_transport};
+
+use crate::engine::{Engine, EngineLimits, FingerprintKey};
+use crate::rules::CompiledRules;
+use crate::transport::service::Service;
+use alerts::AlertStore;
 use clap::Args;
+use clock::{Clock, SystemClock};
+use connection::{ConnectionSlot, Shared, shutting_down};
+use decider::{EngineChange, Msg, Queue};
+use ring::rand::{SecureRandom, SystemRandom};
+use std::io::BufRead;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
 
+/// `portcullis serve`. Flags override the config file's keys.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ServeOptions {
+    /// The UDP address to serve QUIC on (port 0 binds a free port).
     #[arg(long)]
     pub quic: Option<SocketAddr>,
+    /// The data directory (the durable store keeps state here; until it
+    /// does, state is held in memory).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The directory of `portcullis certs dev`: `server.pem`, `server.key`,
+    /// and `ca.pem`, the CA client certificates must chain to.
     #[arg(long)]
     pub tls_dir: Option<PathBuf>,
+    /// Rules file (default: the built-in default ruleset).
     #[arg(long)]
     pub rules: Option<PathBuf>,
+    /// Load a list: NAME=FILE, one value per line, `#` starts a comment.
     #[arg(long = "list", value_name = "NAME=FILE")]
     pub lists: Vec<String>,
+    /// A PEM file of CRLs from the client CA; revoked certificates are
+    /// refused in the handshake.
     #[arg(long)]
     pub crl: Option<PathBuf>,
+    /// A TOML config file (see `deploy/serve.toml` for every key).
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
 
-pub fn command(_o: &ServeOptions) -> ExitCode {
-    eprintln!("serve: not built yet");
-    ExitCode::FAILURE
+/// Why a service did not start.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The configuration, rules or lists cannot be served.
+    Config(String),
+    /// The TLS files are missing, unreadable or invalid.
+    Tls(crate::tls::TlsError),
+    /// The address cannot be bound (in use, not local, not permitted).
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    Io(String),
 }
 
-pub mod config;
-pub use config::{Limits, quic_transport};
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Config(m) | ServeError::Io(m) => f.write_str(m),
+            ServeError::Tls(e) => write!(f, "TLS: {e}"),
+            ServeError::Bind { addr, error } => write!(f, "cannot bind quic={addr}: {error}"),
+        }
+    }
+}
+
+impl ServeError {
+    /// 2 for what the operator wrote (config, rules, lists), 1 otherwise.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            ServeError::Config(_) => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+impl Config {
+    /// The config file (if any) with the flags over it.
+    pub fn from_options(o: &ServeOptions) -> Result<Config, ConfigError> {
+        let file = match &o.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        let mut lists: Vec<(String, PathBuf)> = file.lists.into_iter().collect();
+        for arg in &o.lists {
+            let (name, path) = parse_list_arg(arg)?;
+            lists.retain(|(n, _)| *n != name);
+            lists.push((name, path));
+        }
+        let quic = o.quic.or(file.quic).ok_or_else(|| {
+            ConfigError("no address to serve on: give --quic ADDR or `quic` in the config".into())
+        })?;
+        let tls_dir = o.tls_dir.clone().or(file.tls_dir).ok_or_else(|| {
+            ConfigError(
+                "no TLS directory: give --tls-dir DIR or `tls_dir` in the config (write one with `portcullis certs dev --out DIR`)".into(),
+            )
+        })?;
+        file.limits.check()?;
+        Ok(Config {
+            quic,
+            data: o.data.clone().or(file.data),
+            tls_dir,
+            rules: o.rules.clone().or(file.rules),
+            crl: o.crl.clone().or(file.crl),
+            lists,
+            limits: file.limits,
+        })
+    }
+}
+
+fn parse_list_arg(arg: &str) -> Result<(String, PathBuf), ConfigError> {
+    match arg.split_once('=') {
+        Some((n, f)) if !n.is_empty() && !f.is_empty() => Ok((n.to_string(), PathBuf::from(f))),
+        _ => Err(ConfigError(format!("--list {arg}: expected NAME=FILE"))),
+    }
+}
+
+/// The rules and list files a service serves, read and checked: what a
+/// start or a reload applies, all or nothing.
+pub struct Loaded {
+    pub rules: Arc<CompiledRules>,
+    pub lists: Vec<(String, Vec<String>)>,
+}
+
+/// Reads and compiles the rules and reads the list files of `config`,
+/// checking that every decision the rules can give fits a frame.
+pub fn load(config: &Config) -> Result<Loaded, String> {
+    let rules = crate::cli::load_rules(config.rules.as_deref())?;
+    if let Err(bound) = crate::transport::wire::ruleset_fits(&rules, config.limits.frame_bytes_max)
+    {
+        return Err(format!(
+            "the ruleset's longest decision is {bound} bytes, over frame_bytes_max {}: shorten its label, rule or method names",
+            config.limits.frame_bytes_max
+        ));
+    }
+    let mut lists = Vec::new();
+    for (name, path) in &config.lists {
+        if !rules.lists.iter().any(|d| d.name == *name) {
+            return Err(format!(
+                "list {name} ({}): the ruleset declares no list {name}",
+                path.display()
+            ));
+        }
+        lists.push((name.clone(), read_list(path)?));
+    }
+    Ok(Loaded {
+        rules: Arc::new(rules),
+        lists,
+    })
+}
+
+/// A list file's values: one per line, `#` starts a comment.
+fn read_list(path: &Path) -> Result<Vec<String>, String> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| format!("cannot read list file {}: {e}", path.display()))?;
+    let mut values = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+        let value = line.split('#').next().unwrap_or("").trim();
+        if !value.is_empty() {
+            values.push(value.to_string());
+        }
+    }
+    Ok(values)
+}
+
+/// A running service.
+pub struct Server {
+    addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    config: Config,
+    shutdown: watch::Sender<bool>,
+    in_flight: mpsc::Sender<()>,
+    all_done: mpsc::Receiver<()>,
+    queue: Queue,
+    engine_thread: Option<std::thread::JoinHandle<()>>,
+    alerts: Arc<AlertStore>,
+}
+
+/// A fresh secret for this process (keys of records and log pseudonyms).
+fn random_bytes<const N: usize>() -> Result<[u8; N], ServeError> {
+    let mut b = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| ServeError::Io("the system's random generator failed".into()))?;
+    Ok(b)
+}
+
+impl Server {
+    /// Starts serving `config` with time from `clock`. Must run inside a
+    /// tokio runtime (with the time and I/O drivers).
+    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Server, ServeError> {
+        config.limits.check().map_err(|e| ServeError::Config(e.0))?;
+        let loaded = load(&config).map_err(ServeError::Config)?;
+        let quinn_config = config.quinn_server().map_err(ServeError::Tls)?;
+        let engine = engine_for(&loaded)?;
+        let endpoint = bind(&config, quinn_config)?;
+        let addr = endpoint
+            .local_addr()
+            .map_err(|e| ServeError::Io(format!("the bound address: {e}")))?;
+        let alerts = Arc::new(AlertStore::new(config.limits.alerts_kept_max));
+        let log_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &random_bytes::<32>()?);
+        let service = Service::new(engine, config.limits.await_timeout_ms_max);
+        let (queue, engine_thread) =
+            decider::spawn(service, clock, &config.limits, alerts.clone(), log_key)
+                .map_err(|e| ServeError::Io(format!("cannot start the engine thread: {e}")))?;
+        let shared = Arc::new(Shared {
+            queue: queue.clone(),
+            frame_bytes_max: config.limits.frame_bytes_max,
+            answer_wait_max: config.limits.request_deadline()
+                + Duration::from_millis(config.limits.await_timeout_ms_max)
+                + Duration::from_secs(1),
+            connections: AtomicUsize::new(0),
+            connections_max: config.limits.connections_max,
+        });
+        let (shutdown, _) = watch::channel(false);
+        let (in_flight, all_done) = mpsc::channel(1);
+        tokio::spawn(accept(
+            endpoint.clone(),
+            shared,
+            in_flight.clone(),
+            shutdown.subscribe(),
+        ));
+        Ok(Server {
+            addr,
+            endpoint,
+            config,
+            shutdown,
+            in_flight,
+            all_done,
+            queue,
+            engine_thread: Some(engine_thread),
+            alerts,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn alerts(&self) -> &AlertStore {
+        &self.alerts
+    }
+
+    /// Re-reads the rules and list files and applies them between two
+    /// requests, all or nothing: a broken file is refused and the rules and
+    /// lists served so far stay. Returns a line for the log.
+    pub async fn reload(&self) -> Result<String, String> {
+        let config = self.config.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&config))
+            .await
+            .map_err(|e| format!("reload: {e}"))??;
+        let change: EngineChange = Box::new(move |engine: &mut Engine| apply(engine, loaded));
+        let (done, result) = oneshot::channel();
+        let queue = self.queue.clone();
+        // The queue may be full under load: wait for room off the runtime.
+        tokio::task::spawn_blocking(move || queue.send_blocking(Msg::Change { change, done }))
+            .await
+            .map_err(|e| format!("reload: {e}"))?
+            .map_err(|_| "reload: the engine thread is not running".to_string())?;
+        result
+            .await
+            .map_err(|_| "reload: the engine thread stopped".to_string())?
+    }
+
+    /// Shuts down gracefully: no new connections or streams; every answer
+    /// in flight is written (`await`s answer at once with their current
+    /// decision); then, at most `shutdown_grace_ms` after the call, the
+    /// endpoint closes. Returns whether everything in flight finished
+    /// within the grace period.
+    pub async fn shutdown(mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + self.config.limits.shutdown_grace();
+        self.endpoint.set_server_config(None);
+        let _ = self.shutdown.send(true);
+        let (done, released) = oneshot::channel();
+        let queue = self.queue.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || queue.send_blocking(Msg::ReleaseAwaits { done }))
+                .await;
+        let _ = tokio::time::timeout_at(deadline, released).await;
+        drop(self.in_flight);
+        let clean = tokio::time::timeout_at(deadline, self.all_done.recv())
+            .await
+            .is_ok();
+        self.endpoint
+            .close(connection::codes::DONE.into(), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        drop(self.queue);
+        if let Some(t) = self.engine_thread.take() {
+            // The accept task may still hold a queue handle until the
+            // endpoint's close reaches it; the thread ends when it does.
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        clean
+    }
+}
+
+/// Applies a reload to the engine: the new rules with their history
+/// carried over, and the file lists replaced.
+fn apply(engine: &mut Engine, loaded: Loaded) -> Result<String, String> {
+    let label = format!(
+        "ruleset {} ({}), {} list file(s)",
+        loaded.rules.hash,
+        loaded.rules.label,
+        loaded.lists.len()
+    );
+    let _ = engine;
+    Err(format!("reload of {label}: not supported yet"))
+}
+
+fn engine_for(loaded: &Loaded) -> Result<Engine, ServeError> {
+    let mut engine = Engine::with_key(
+        loaded.rules.clone(),
+        EngineLimits::default(),
+        FingerprintKey(random_bytes::<16>()?),
+    );
+    for (name, values) in &loaded.lists {
+        for (i, v) in values.iter().enumerate() {
+            engine
+                .list_add(name, v)
+                .map_err(|e| ServeError::Config(format!("list {name}, value {}: {e}", i + 1)))?;
+        }
+    }
+    Ok(engine)
+}
+
+fn bind(config: &Config, quinn_config: quinn::ServerConfig) -> Result<quinn::Endpoint, ServeError> {
+    let socket = std::net::UdpSocket::bind(config.quic).map_err(|error| ServeError::Bind {
+        addr: config.quic,
+        error,
+    })?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| ServeError::Io("no async runtime for QUIC".into()))?;
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config.max_udp_payload_size(1452).ok();
+    quinn::Endpoint::new(endpoint_config, Some(quinn_config), socket, runtime).map_err(|error| {
+        ServeError::Bind {
+            addr: config.quic,
+            error,
+        }
+    })
+}
+
+/// Accepts connections until shutdown: over `connections_max` a
+/// connection is refused in the handshake (QUIC `CONNECTION_REFUSED`).
+async fn accept(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    in_flight: mpsc::Sender<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            () = shutting_down(&mut shutdown) => break,
+        };
+        let Some(slot) = ConnectionSlot::take(&shared) else {
+            tracing::debug!(remote = %incoming.remote_address(), "connection refused: connections_max");
+            incoming.refuse();
+            continue;
+        };
+        tokio::spawn(connection::serve_connection(
+            incoming,
+            slot,
+            in_flight.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+}
+
+pub fn command(o: &ServeOptions) -> ExitCode {
+    init_logging();
+    let config = match Config::from_options(o) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("serve: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    if let Some(data) = &config.data {
+        tracing::warn!(
+            data = %data.display(),
+            "the durable store is not built yet: state is held in memory and lost at exit"
+        );
+    }
+    let server = match Server::start(config, Arc::new(SystemClock)).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("serve: {e}");
+            return e.exit_code();
+        }
+    };
+    tracing::info!("listening quic={}", server.local_addr());
+    match wait_for_signals(&server).await {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("serve: cannot listen for signals: {e}");
+            server.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    }
+    tracing::info!("shutting down");
+    if server.shutdown().await {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!("stopped: the grace period ended with answers in flight");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+async fn wait_for_signals(server: &Server) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match server.reload().await {
+                Ok(line) => tracing::info!("reloaded: {line}"),
+                Err(e) => tracing::error!("reload refused, still serving the previous rules and lists: {e}"),
+            },
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}

@@ -13,12 +13,15 @@
 //!   (the client that sent the request, then its id), since an analyst
 //!   verifies other clients' requests; its own `id` is scoped to the
 //!   analyst. Answers carry the id as the client sent it.
+//! - **Awaits.** A caller awaits its own requests (`ref` is an id in its
+//!   scope); an analyst or admin names any client's request as a
+//!   verification does, `CLIENT:ID`.
 //! - **Time.** Events are decided at the service's time, which never goes
 //!   backwards: a client's `at` is checked for form by the parser and never
 //!   used for windows or order.
 
 use crate::contract::{Event, Kind, Timestamp};
-use crate::engine::{Answer, Engine};
+use crate::engine::{Alert, Answer, Engine};
 use crate::tls::{Peer, Role};
 use crate::transport::wire::{self, Request, WireCode};
 
@@ -57,6 +60,11 @@ pub struct Service {
     /// The latest time an event was decided at.
     last: Timestamp,
     await_timeout_ms_max: u64,
+    /// Alerts raised and not yet polled ([`Service::poll_alert`]).
+    alerts: Vec<Alert>,
+    /// Holds (scoped ids) a verification resolved, not yet polled
+    /// ([`Service::poll_resolved`]).
+    resolved: Vec<Box<str>>,
 }
 
 /// Whether `role` may send `kind`.
@@ -82,11 +90,32 @@ impl Service {
             engine,
             last: Timestamp::MIN,
             await_timeout_ms_max,
+            alerts: Vec::new(),
+            resolved: Vec::new(),
         }
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The engine, to reload its rules and lists between requests.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// The next alert a handled signal raised, for the runtime to log and
+    /// keep; in the order they were raised. The runtime drains this after
+    /// every request, so at most one waits at a time.
+    pub fn poll_alert(&mut self) -> Option<Alert> {
+        self.alerts.pop()
+    }
+
+    /// The next hold (its scoped id, `CLIENT:ID`) a verification resolved:
+    /// the runtime answers the `await`s waiting on it. Drained after every
+    /// request, like [`Service::poll_alert`].
+    pub fn poll_resolved(&mut self) -> Option<Box<str>> {
+        self.resolved.pop()
     }
 
     /// Handles one request body from `peer` at the service's time `now`,
@@ -104,10 +133,14 @@ impl Service {
                 reference,
                 timeout_ms,
             } => {
-                return Step::Await {
-                    scoped: scoped(&peer.name, &reference),
-                    timeout_ms,
+                // An analyst or admin names any client's request, as a
+                // verification does; a caller only ever its own.
+                let scoped = if peer.role.may_verify_and_edit_lists() {
+                    reference.into()
+                } else {
+                    scoped(&peer.name, &reference)
                 };
+                return Step::Await { scoped, timeout_ms };
             }
             Request::Event(ev) => ev,
         };
@@ -134,6 +167,33 @@ impl Service {
         self.last = at;
         self.answer(own_id.as_deref(), &ev, at, out);
         Step::Answered
+    }
+
+    /// Handles a request body that waited longer than the runtime allows
+    /// before it could be decided: a decision or signal is answered
+    /// `deadline` (retryable; nothing changed) with its id when it has a
+    /// valid one, a bad body as [`Service::handle`] would, and an `await`
+    /// as usual, since its own `timeout_ms` bounds it instead.
+    pub fn handle_late(
+        &mut self,
+        peer: &Peer,
+        body: &[u8],
+        now: Timestamp,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        match wire::parse_request(body, self.await_timeout_ms_max) {
+            Ok(Request::Await { .. }) | Err(_) => self.handle(peer, body, now, out),
+            Ok(Request::Event(ev)) => {
+                wire::error_body(
+                    ev.id.as_deref(),
+                    WireCode::Deadline,
+                    None,
+                    "the request waited longer than request_deadline_ms to be decided; it was not applied",
+                    out,
+                );
+                Step::Answered
+            }
+        }
     }
 
     /// Answers an `await` of `scoped` (as [`Step::Await`] gave it) as it
@@ -180,8 +240,17 @@ impl Service {
                 let id = own_id.unwrap_or_default();
                 wire::decision_body(id, &d, self.engine.ruleset(d.ruleset), out);
             }
-            Answer::Signal { alert, .. } => {
+            Answer::Signal { alert, retry } => {
                 wire::signal_body(alert.as_slice(), out);
+                if let Some(a) = alert {
+                    self.alerts.push(a);
+                }
+                if !retry
+                    && ev.kind == Kind::Verification
+                    && let Some(reference) = &ev.reference
+                {
+                    self.resolved.push(reference.clone());
+                }
             }
             Answer::Error(e) => {
                 wire::error_body(own_id, e.code, e.field.as_deref(), &e.message, out);

@@ -1,0 +1,297 @@
+//! Connections and streams: bytes in, frames to the engine thread, answers
+//! out, in order.
+//!
+//! A connection's peer (name and role) is read once from its client
+//! certificate after the handshake; a certificate without a Portcullis
+//! identity closes the connection. Each bidirectional stream is one task: it
+//! reads frames ([`FrameDecoder`], bounded by `frame_bytes_max`), queues each
+//! body for the engine thread in the order read, and writes the answers in
+//! the same order. When the client finishes its side and the last answer is
+//! written, the task finishes the stream. A bad length prefix is answered
+//! `bad_frame`, then the stream is finished and reading stops; the
+//! connection goes on.
+
+use crate::server::decider::{Job, Queue, refusal};
+use crate::tls::Peer;
+use crate::transport::frame::{self, FrameDecoder};
+use crate::transport::wire::{WireCode, WireError};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Application error codes on connections and streams (QUIC
+/// `CONNECTION_CLOSE` and `RESET_STREAM`/`STOP_SENDING`), as `proto/wire.md`
+/// documents them.
+pub mod codes {
+    /// The connection or stream closed normally.
+    pub const DONE: u32 = 0;
+    /// The client certificate carries no usable Portcullis identity.
+    pub const NO_IDENTITY: u32 = 1;
+    /// The service is shutting down: the stream was not read.
+    pub const SHUTTING_DOWN: u32 = 2;
+}
+
+/// What every connection and stream task shares.
+pub struct Shared {
+    pub queue: Queue,
+    pub frame_bytes_max: usize,
+    /// The longest a stream task waits for the engine thread's answer
+    /// before answering `deadline` itself: the request deadline plus the
+    /// longest await, plus a margin. Only a stalled engine thread hits it.
+    pub answer_wait_max: Duration,
+    pub connections: AtomicUsize,
+    pub connections_max: usize,
+}
+
+/// Held by every stream task: the server waits, at shutdown, until every
+/// clone is dropped (tokio's mini-redis pattern).
+pub type InFlight = mpsc::Sender<()>;
+
+/// Counts a connection for `connections_max` while it lives.
+pub struct ConnectionSlot(Arc<Shared>);
+
+impl ConnectionSlot {
+    /// A slot, or `None` when `connections_max` are open.
+    pub fn take(shared: &Arc<Shared>) -> Option<ConnectionSlot> {
+        let taken = shared
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < shared.connections_max).then_some(n + 1)
+            });
+        taken.ok().map(|_| ConnectionSlot(shared.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs one connection: the handshake, the peer, then its streams until
+/// the connection closes or the service shuts down.
+pub async fn serve_connection(
+    incoming: quinn::Incoming,
+    slot: ConnectionSlot,
+    in_flight: InFlight,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let shared = slot.0.clone();
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "handshake refused");
+            return;
+        }
+    };
+    let peer = match crate::tls::peer_of_connection(&conn) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            tracing::info!(%remote, error = %e, "connection closed: no usable identity");
+            conn.close(codes::NO_IDENTITY.into(), b"no portcullis identity");
+            return;
+        }
+    };
+    tracing::debug!(%remote, client = %peer.name, role = peer.role.as_str(), "connected");
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let (shared, peer, in_flight) = (shared.clone(), peer.clone(), in_flight.clone());
+                    tokio::spawn(async move {
+                        serve_stream(send, recv, &shared, &peer).await;
+                        drop(in_flight);
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(%remote, client = %peer.name, reason = %e, "connection closed");
+                    break;
+                }
+            },
+            () = shutting_down(&mut shutdown) => {
+                // No new streams: grant none, and refuse the ones already
+                // opened but not yet read. Streams in flight finish.
+                conn.set_max_concurrent_bi_streams(0u32.into());
+                refuse_streams(&conn).await;
+                break;
+            }
+        }
+    }
+    drop(slot);
+}
+
+/// Completes when the service starts shutting down (or is gone).
+pub async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|down| *down).await;
+}
+
+/// After shutdown: refuses streams the client opened before it learned of
+/// the shutdown, until the connection closes.
+async fn refuse_streams(conn: &quinn::Connection) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let _ = recv.stop(codes::SHUTTING_DOWN.into());
+        let _ = send.reset(codes::SHUTTING_DOWN.into());
+    }
+}
+
+/// The most a stream task reads at once.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How long a finished stream waits for the client to acknowledge its
+/// answers before the task lets go of it (so a shutdown knows they
+/// arrived).
+const ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// An answer to write: ready now, or coming from the engine thread.
+enum Answer {
+    Ready(Vec<u8>),
+    Coming(oneshot::Receiver<Vec<u8>>),
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: &Shared,
+    peer: &Arc<Peer>,
+) {
+    // Invariant: `Limits::check` keeps frame_bytes_max within 1..=65536.
+    let mut decoder = FrameDecoder::new(shared.frame_bytes_max).expect("a checked frame limit");
+    let mut answers = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let chunk = match recv.read_chunk(READ_CHUNK_BYTES, true).await {
+            Ok(chunk) => chunk.map(|c| c.bytes),
+            // The client reset the stream or the connection is gone:
+            // nobody is left to answer.
+            Err(_) => return,
+        };
+        let Some(chunk) = chunk else {
+            if let Err(e) = decoder.end() {
+                answers.push(Answer::Ready(bad_frame(e)));
+            }
+            let _ = write_answers(&mut send, &mut answers, &mut out, shared).await;
+            finish(send).await;
+            return;
+        };
+        let mut rest = &chunk[..];
+        loop {
+            let used = decoder.push(rest);
+            rest = &rest[used..];
+            let fatal = read_frames(&mut decoder, peer, shared, &mut answers);
+            if write_answers(&mut send, &mut answers, &mut out, shared)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if fatal {
+                // Reading stops; what was answered is delivered.
+                let _ = recv.stop(codes::DONE.into());
+                finish(send).await;
+                return;
+            }
+            if rest.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+/// Queues every whole frame the decoder holds, in order; true after a
+/// bad length prefix (the stream is to be finished).
+fn read_frames(
+    decoder: &mut FrameDecoder,
+    peer: &Arc<Peer>,
+    shared: &Shared,
+    answers: &mut Vec<Answer>,
+) -> bool {
+    while let Some(frame) = decoder.next() {
+        match frame {
+            Ok(body) => answers.push(submit(peer, body, shared)),
+            Err(e) => {
+                answers.push(Answer::Ready(bad_frame(e)));
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn submit(peer: &Arc<Peer>, body: Bytes, shared: &Shared) -> Answer {
+    let (reply, answer) = oneshot::channel();
+    let job = Job {
+        peer: peer.clone(),
+        body,
+        read_at: Instant::now(),
+        reply,
+    };
+    match shared.queue.submit(job) {
+        Ok(()) => Answer::Coming(answer),
+        Err(refused) => Answer::Ready(refused),
+    }
+}
+
+fn bad_frame(e: frame::FrameError) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    WireError::from_frame(e).write(&mut out);
+    out
+}
+
+/// Writes `answers` in order, each as soon as it and those before it are
+/// ready; a run of ready answers goes out in one write.
+async fn write_answers(
+    send: &mut quinn::SendStream,
+    answers: &mut Vec<Answer>,
+    out: &mut Vec<u8>,
+    shared: &Shared,
+) -> Result<(), quinn::WriteError> {
+    let mut pending = std::mem::take(answers).into_iter().peekable();
+    while let Some(answer) = pending.next() {
+        let body = match answer {
+            Answer::Ready(body) => body,
+            Answer::Coming(rx) => match tokio::time::timeout(shared.answer_wait_max, rx).await {
+                Ok(Ok(body)) => body,
+                Ok(Err(_)) => refusal(
+                    WireCode::Unavailable,
+                    "the decision engine stopped before answering; retry after a pause",
+                ),
+                Err(_) => refusal(
+                    WireCode::Deadline,
+                    "no answer within the service's deadline; the request may have been applied",
+                ),
+            },
+        };
+        push_frame(&body, shared.frame_bytes_max, out);
+        let next_waits = matches!(pending.peek(), Some(Answer::Coming(_)) | None);
+        if next_waits {
+            send.write_all(out).await?;
+            out.clear();
+        }
+    }
+    Ok(())
+}
+
+/// Frames an answer; one that cannot fit the frame limit (a service
+/// checks its ruleset's largest decision against the limit before serving
+/// it, so none should) is replaced by `unavailable`.
+fn push_frame(body: &[u8], frame_bytes_max: usize, out: &mut Vec<u8>) {
+    if frame::encode_max(body, frame_bytes_max, out).is_err() {
+        let refused = refusal(
+            WireCode::Unavailable,
+            "the answer is longer than frame_bytes_max",
+        );
+        // Invariant: an error body (at most 8,576 bytes) fits any frame
+        // limit the service allows... except a limit under it.
+        let _ = frame::encode_max(&refused, frame_bytes_max, out);
+    }
+}
+
+/// Finishes our side and waits (boundedly) for the client to have it all.
+async fn finish(mut send: quinn::SendStream) {
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(ACK_WAIT, send.stopped()).await;
+    }
+}
