@@ -8,7 +8,7 @@
 
 use crate::transport::frame::{FRAME_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_LIMIT};
 use crate::transport::wire::{AWAIT_TIMEOUT_MS_MAX_DEFAULT, ERROR_BODY_BYTES_MAX};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// Every limit the service puts on what clients control, each with its unit
 /// in its name.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// The longest frame body, requests and responses alike: from 8576 (the
@@ -212,5 +212,47 @@ impl Config {
         let mut server = crate::tls::quinn_server_config(&files)?;
         server.transport_config(Arc::new(quic_transport(&self.limits)));
         Ok(server)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../../deploy/serve.toml");
+
+    /// The shipped config documents every limit with its default.
+    #[test]
+    fn the_shipped_config_holds_every_default() {
+        let file = FileConfig::parse(SHIPPED).expect("deploy/serve.toml parses");
+        assert_eq!(file.limits, Limits::default());
+        let keys = toml::from_str::<toml::Table>(SHIPPED).expect("TOML");
+        let limits = keys["limits"].as_table().expect("a [limits] table");
+        let defaults = toml::Table::try_from(Limits::default()).expect("serializable");
+        assert_eq!(
+            limits.keys().collect::<Vec<_>>(),
+            defaults.keys().collect::<Vec<_>>()
+        );
+        for key in ["quic", "data", "tls_dir", "rules", "crl"] {
+            assert!(
+                SHIPPED.contains(&format!("# {key} = ")),
+                "{key} is documented"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let e = FileConfig::parse("[limits]\nframe_bytes_max = 70000\n")
+            .expect("parses")
+            .limits
+            .check()
+            .expect_err("out of range");
+        assert!(e.0.contains("limits.frame_bytes_max"), "{e}");
+        let e = FileConfig::parse("[limits]\nstreams_max = 1\n").expect_err("unknown key");
+        assert!(e.0.contains("streams_max"), "{e}");
+        let e = FileConfig::parse("quic = \"not an address\"\n").expect_err("bad address");
+        assert!(e.0.contains("quic"), "{e}");
+        assert!(Limits::default().check().is_ok());
     }
 }

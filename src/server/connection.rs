@@ -115,6 +115,8 @@ pub async fn serve_connection(
                 // No new streams: grant none, and refuse the ones already
                 // opened but not yet read. Streams in flight finish.
                 conn.set_max_concurrent_bi_streams(0u32.into());
+                // Only stream tasks count as in flight from here.
+                drop(in_flight);
                 refuse_streams(&conn).await;
                 break;
             }

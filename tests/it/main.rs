@@ -9,6 +9,7 @@ mod generate;
 mod props;
 mod replay_cases;
 mod rules_edit;
+mod serve;
 mod support;
 mod tidy;
 mod tls;
