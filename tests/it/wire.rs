@@ -317,12 +317,16 @@ fn the_documented_limits_match_the_code() {
     assert!(
         default_of("await_timeout_ms_max").starts_with(&AWAIT_TIMEOUT_MS_MAX_DEFAULT.to_string())
     );
-    for name in [
-        "streams_per_connection_max",
-        "connections_max",
-        "request_deadline_ms",
-        "idle_timeout_ms",
-    ] {
-        default_of(name);
+    // Every configured limit is in the table with the code's default.
+    let defaults =
+        toml::Table::try_from(portcullis::server::Limits::default()).expect("serializable");
+    for (name, value) in &defaults {
+        let value = value.as_integer().expect("limits are integers");
+        assert_eq!(default_of(name), value.to_string(), "{name}");
     }
+    assert_eq!(
+        rows.len(),
+        defaults.len(),
+        "a row for a limit the code does not have"
+    );
 }
