@@ -230,6 +230,56 @@ impl EntityState {
         }
     }
 
+    /// Lays the entries out by a new ruleset's series: renumbers those of
+    /// old series that `to` maps, drops the others, keeps the (series,
+    /// time) order, trims each series to its new cap (`caps`, by new
+    /// series), and recounts `present`. Returns how many entries went.
+    fn renumber(&mut self, to: &[Option<u16>], caps: &[usize]) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|e| match to.get(usize::from(e.series)).copied().flatten() {
+                Some(n) => {
+                    e.series = n;
+                    true
+                }
+                None => false,
+            });
+        // Each new series takes over exactly one old series, whose entries
+        // were in time order: a stable sort by series keeps them so. Most
+        // states are still sorted (numbers kept, or moved together).
+        if !self.entries.is_sorted_by_key(|e| e.series) {
+            self.entries.sort_by_key(|e| e.series);
+        }
+        self.trim(caps);
+        let dropped = before - self.entries.len();
+        if dropped > 0 {
+            self.entries.shrink_to_fit();
+        }
+        self.recount();
+        debug_assert!(self.entries.is_sorted_by_key(|e| (e.series, e.at())));
+        dropped
+    }
+
+    /// Drops the oldest entries of each series past its cap (`caps`, by
+    /// series; a series beyond it keeps none): what appending would have
+    /// kept under these limits.
+    fn trim(&mut self, caps: &[usize]) {
+        let n = self.entries.len();
+        let (mut read, mut write) = (0, 0);
+        while read < n {
+            let series = self.entries[read].series;
+            let end = read + self.entries[read..].partition_point(|e| e.series == series);
+            let cap = caps.get(usize::from(series)).copied().unwrap_or(0);
+            // The newest `cap` of the run stay, in order.
+            for i in end.saturating_sub(cap).max(read)..end {
+                self.entries[write] = self.entries[i];
+                write += 1;
+            }
+            read = end;
+        }
+        self.entries.truncate(write);
+    }
+
     /// Bytes this state holds on the heap (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
         if self.entries.spilled() {
@@ -320,6 +370,11 @@ pub enum ListError {
         expected: &'static str,
         why: &'static str,
     },
+    /// A whole list was given for a name the ruleset does not declare:
+    /// no rule could read it.
+    Undeclared {
+        list: String,
+    },
 }
 
 impl std::fmt::Display for ListError {
@@ -333,6 +388,10 @@ impl std::fmt::Display for ListError {
                 expected,
                 why,
             } => write!(f, "list {list} holds {expected}: {why}"),
+            ListError::Undeclared { list } => write!(
+                f,
+                "the ruleset declares no list {list} (declare one with `list {list}: TYPE`)"
+            ),
         }
     }
 }
@@ -630,6 +689,71 @@ impl History {
         Ok(())
     }
 
+    /// Lays all history out by the series of `new`, given for each series
+    /// of the ruleset that recorded it the new series that records the same
+    /// ([`crate::rules::SeriesMap::old_to_new`]): kept entries take their
+    /// new numbers, entries of series `new` lacks are dropped, each series
+    /// keeps at most `new`'s cap, and entities left with nothing go. Walks
+    /// every entity once: a reload's cost, paid only when series numbers
+    /// change (see [`crate::engine::Engine::reload`]).
+    pub fn renumber(&mut self, old_to_new: &[Option<u16>], new: &CompiledRules) -> Renumbered {
+        let caps: Vec<usize> = new
+            .series
+            .iter()
+            .map(|s| series_cap(s.keep, &new.limits))
+            .collect();
+        self.renumber_capped(old_to_new, &caps)
+    }
+
+    /// [`History::renumber`], given the new series' caps.
+    fn renumber_capped(&mut self, old_to_new: &[Option<u16>], caps: &[usize]) -> Renumbered {
+        let mut done = Renumbered::default();
+        let mut walk = |st: &mut EntityState| {
+            done.entities += 1;
+            done.entries_dropped += st.renumber(old_to_new, caps);
+        };
+        self.lines.retain(|_, line| {
+            walk(&mut line.state);
+            // The SIM state has no series: a line keeps it.
+            !line.is_empty()
+        });
+        self.devices.retain(|_, st| {
+            walk(st);
+            !st.entries.is_empty()
+        });
+        for m in &mut self.by_token {
+            m.retain(|_, st| {
+                walk(st);
+                !st.entries.is_empty()
+            });
+        }
+        done
+    }
+
+    /// Values the list `name` holds now.
+    pub fn list_len(&self, name: &str) -> usize {
+        self.lists.get(name).map_or(0, HashSet::len)
+    }
+
+    /// Names of the lists held now.
+    pub fn list_names(&self) -> impl Iterator<Item = &str> {
+        self.lists.keys().map(|k| &**k)
+    }
+
+    /// Puts a staged list in place of the list's whole contents.
+    pub fn replace_list(&mut self, staged: StagedList) {
+        self.lists.insert(staged.name, staged.keys);
+    }
+
+    /// Drops every list `rules` does not declare: no rule can read it.
+    /// Returns how many went.
+    pub fn drop_undeclared_lists(&mut self, rules: &CompiledRules) -> usize {
+        let before = self.lists.len();
+        self.lists
+            .retain(|name, _| rules.lists.iter().any(|d| *d.name == **name));
+        before - self.lists.len()
+    }
+
     /// Drops windowed history older than its series' window, and entities
     /// left with nothing. State without a window is never dropped by age.
     pub fn prune(&mut self, rules: &CompiledRules, now: Timestamp) {
@@ -637,7 +761,8 @@ impl History {
         let keep = |e: &Entry| match rules.series.get(e.series as usize).map(|s| s.keep) {
             Some(Keep::Window(w)) => now - e.nanos() <= w,
             Some(_) => true,
-            // A series of an older ruleset: it has no reader any more.
+            // No series of the ruleset: none can read it. (A reload lays
+            // history out by the new ruleset's series, so there are none.)
             None => false,
         };
         let prune = |st: &mut EntityState| {
@@ -719,6 +844,77 @@ fn append(
         Keep::Window(w) => state.append_window(si, entry, w, limits.series_items_max),
         Keep::Ever => state.ever_insert(si, entry, limits.ever_items_max),
         Keep::Latest => state.set_latest(si, entry),
+    }
+}
+
+/// The most entries one entity keeps in a series kept as `keep`.
+fn series_cap(keep: Keep, limits: &crate::rules::Limits) -> usize {
+    match keep {
+        Keep::Window(_) => limits.series_items_max,
+        Keep::Ever => limits.ever_items_max,
+        Keep::Latest => 1,
+    }
+}
+
+/// What [`History::renumber`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Renumbered {
+    /// Entity states walked.
+    pub entities: usize,
+    /// Entries dropped: of series the new ruleset lacks, or past its caps.
+    pub entries_dropped: usize,
+}
+
+/// A list's whole new contents, each value parsed as the type a ruleset
+/// declares for it, not yet in place: a reload stages every list before it
+/// changes anything, so one bad value changes nothing
+/// ([`History::replace_list`] puts one in place).
+#[derive(Debug)]
+pub struct StagedList {
+    name: Box<str>,
+    keys: HashSet<u128, Hasher>,
+}
+
+impl StagedList {
+    /// An empty list `name`, which `rules` must declare.
+    pub fn new(rules: &CompiledRules, name: &str) -> Result<StagedList, ListError> {
+        if !rules.lists.iter().any(|d| d.name == name) {
+            return Err(ListError::Undeclared {
+                list: name.to_string(),
+            });
+        }
+        Ok(StagedList {
+            name: name.into(),
+            keys: HashSet::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Values staged (a value given twice counts once).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Adds `value`, parsed as the list's declared type in `rules` (the
+    /// ruleset it was staged for), within `list_items_max`.
+    pub fn push(&mut self, rules: &CompiledRules, value: &str) -> Result<(), ListError> {
+        let key = list_key(rules, &self.name, value)?;
+        let max = rules.limits.list_items_max;
+        if self.keys.len() >= max && !self.keys.contains(&key) {
+            return Err(ListError::Full {
+                list: self.name.to_string(),
+                max,
+            });
+        }
+        self.keys.insert(key);
+        Ok(())
     }
 }
 
@@ -830,14 +1026,20 @@ impl hashbrown::Equivalent<TokKey> for str {
     }
 }
 
+/// The type of the values list `name` holds under `rules`: its declared
+/// type, or a token for a list no rule declares (any value, as given).
+pub fn list_ty(rules: &CompiledRules, name: &str) -> crate::rules::Ty {
+    rules
+        .lists
+        .iter()
+        .find(|d| d.name == name)
+        .map_or(crate::rules::Ty::Token, |d| d.ty)
+}
+
 fn list_key(rules: &CompiledRules, list: &str, value: &str) -> Result<u128, ListError> {
     use crate::contract::ident::{Eid, Iccid};
     use crate::rules::Ty;
-    let ty = rules
-        .lists
-        .iter()
-        .find(|d| d.name == list)
-        .map_or(Ty::Token, |d| d.ty);
+    let ty = list_ty(rules, list);
     let wrong = |why: &'static str| ListError::WrongType {
         list: list.to_string(),
         expected: ty.name(),
@@ -950,5 +1152,86 @@ mod tests {
             assert!(lo.1 < 1_000_000_000, "{now:?} - {w:?}");
             assert_eq!(ns(lo), ns(now) - ns(w), "{now:?} - {w:?}");
         }
+    }
+
+    fn entry(series: u16, secs: i64) -> Entry {
+        Entry {
+            value: u128::from(series) << 64 | secs as u128,
+            secs,
+            nanos: 0,
+            series,
+        }
+    }
+
+    fn state(entries: &[Entry]) -> EntityState {
+        let mut st = EntityState {
+            entries: entries.iter().copied().collect(),
+            present: 0,
+        };
+        st.recount();
+        st
+    }
+
+    /// Renumbering gives kept series their new numbers with their entries
+    /// in time order, drops the series the new ruleset lacks and what is
+    /// past a cap (the oldest first), and recounts the mask.
+    #[test]
+    fn renumbering_moves_drops_and_trims() {
+        let mut st = state(&[
+            entry(0, 1),
+            entry(0, 2),
+            entry(0, 3),
+            entry(1, 5),
+            entry(2, 4),
+            entry(2, 6),
+        ]);
+        let to = [Some(2), None, Some(0)];
+        let dropped = st.renumber(&to, &[5, 5, 2]);
+        assert_eq!(dropped, 2);
+        let moved = |series: u16, secs: i64| Entry {
+            series,
+            ..entry(if series == 0 { 2 } else { 0 }, secs)
+        };
+        assert_eq!(
+            st.entries.as_slice(),
+            [moved(0, 4), moved(0, 6), moved(2, 2), moved(2, 3)]
+        );
+        assert_eq!(st.present, presence_bit(0) | presence_bit(2));
+        assert_eq!(st.range(2), 2..4);
+        // A series numbered past the caps keeps nothing.
+        let mut st = state(&[entry(0, 1), entry(40, 2)]);
+        assert_eq!(st.renumber(&[Some(0); 41], &[1]), 1);
+        assert_eq!((st.entries.len(), st.present), (1, presence_bit(0)));
+    }
+
+    /// Entities left with nothing go; a line keeps its SIM state.
+    #[test]
+    fn renumbering_drops_emptied_entities_but_not_sim_state() {
+        let mut h = History::new();
+        let line = |entries: &[Entry], sim: u64| LineState {
+            state: state(entries),
+            sim,
+        };
+        h.lines.insert(1, line(&[entry(0, 1)], 0));
+        h.lines.insert(2, line(&[entry(0, 1)], 7));
+        h.lines.insert(3, line(&[entry(0, 1), entry(1, 2)], 0));
+        h.devices.insert(4, state(&[entry(0, 1)]));
+        let done = h.renumber_capped(&[None, Some(0)], &[8]);
+        assert_eq!(
+            done,
+            Renumbered {
+                entities: 4,
+                entries_dropped: 4
+            }
+        );
+        assert_eq!(h.entity_counts(), [2, 0, 0, 0, 0]);
+        assert_eq!(h.lines[&2].sim, 7);
+        assert_eq!(
+            h.lines[&3].state.entries.as_slice(),
+            [Entry {
+                series: 0,
+                ..entry(1, 2)
+            }]
+        );
     }
 }

@@ -561,23 +561,18 @@ impl Compiler<'_> {
 
     /// Adds a series or widens an equal one's window.
     fn series(&mut self, s: Series, p: Pos) -> Res<u16> {
-        for (i, have) in self.built.series.iter_mut().enumerate() {
-            let same_shape = have.kinds == s.kinds
-                && have.entity == s.entity
-                && have.completed == s.completed
-                && have.filter == s.filter
-                && have.projection == s.projection;
-            if !same_shape {
-                continue;
+        // The same test a reload matches series by: what one series keeps
+        // serves every query that records the same.
+        if let Some(i) = self
+            .built
+            .series
+            .iter()
+            .position(|have| have.records_as(&s))
+        {
+            if let (Keep::Window(w), Keep::Window(n)) = (&mut self.built.series[i].keep, s.keep) {
+                *w = (*w).max(n);
             }
-            match (&mut have.keep, s.keep) {
-                (Keep::Window(w), Keep::Window(n)) => {
-                    *w = (*w).max(n);
-                    return Ok(i as u16);
-                }
-                (Keep::Ever, Keep::Ever) | (Keep::Latest, Keep::Latest) => return Ok(i as u16),
-                _ => {}
-            }
+            return Ok(i as u16);
         }
         if self.built.series.len() >= self.limits.series_max {
             return Err(RuleError::at(

@@ -635,4 +635,54 @@ mod tests {
         assert_eq!(r.series.len(), 1);
         assert_eq!(r.series[0].keep, Keep::Window(2 * 86_400 * 1_000_000_000));
     }
+
+    /// Series correspond by what they record, not by number or window: the
+    /// default rules in reverse order with other windows keep every series
+    /// under other numbers; a series kept otherwise (`ever`, not a window)
+    /// or filtered otherwise is another series.
+    #[test]
+    fn series_correspond_by_what_they_record() {
+        let old = CompiledRules::default_rules();
+        let same = SeriesMap::between(&old.series, &old.series);
+        assert!(same.keeps_numbers());
+        assert_eq!(
+            (same.kept(), same.started_empty(), same.dropped()),
+            (13, 0, 0)
+        );
+        let mut blocks: Vec<&str> = DEFAULT_RULES.split("\nrule ").collect();
+        let head = blocks.remove(0);
+        blocks.reverse();
+        let src =
+            format!("{head}\nrule {}", blocks.join("\nrule ")).replace("within 30d", "within 60d");
+        let new = CompiledRules::compile("r.rules", &src, &Limits::default()).expect("compiles");
+        let map = SeriesMap::between(&old.series, &new.series);
+        assert!(!map.keeps_numbers());
+        assert_eq!((map.kept(), map.started_empty(), map.dropped()), (13, 0, 0));
+        for (n, o) in map.new_from_old.iter().enumerate() {
+            let o = usize::from(o.expect("every series kept"));
+            assert!(new.series[n].records_as(&old.series[o]));
+            assert_eq!(map.old_to_new[o], Some(n as u16));
+        }
+        let other = CompiledRules::compile(
+            "o.rules",
+            "rule a deny when exists(device_seen on line within 1h where new_device)\n\
+             rule b deny when imei in ever(imei of device_seen on line)\n\
+             rule c deny when exists(unlock on line within 24h where scope is sim_change)",
+            &Limits::default(),
+        )
+        .expect("compiles");
+        let map = SeriesMap::between(&old.series, &other.series);
+        // `a` and the sim_change unlock match the default's series; the
+        // devices series `new_device` reads (also `b`'s ever set) does too.
+        assert_eq!(other.series.len(), 3);
+        assert_eq!((map.kept(), map.started_empty()), (3, 0));
+        let filtered = CompiledRules::compile(
+            "f.rules",
+            "rule c deny when exists(unlock on line within 24h where scope is port_out or scope is sim_change)",
+            &Limits::default(),
+        )
+        .expect("compiles");
+        let map = SeriesMap::between(&old.series, &filtered.series);
+        assert_eq!((map.kept(), map.started_empty(), map.dropped()), (0, 1, 13));
+    }
 }

@@ -343,6 +343,97 @@ pub struct Series {
     pub keep: Keep,
 }
 
+impl Series {
+    /// Whether this series records exactly what `other` records: the same
+    /// kinds on the same entity, the same completion, `where` and projected
+    /// field, kept the same way (a window, an `ever` set, the latest value).
+    /// Only a window's length may differ, so history one keeps serves the
+    /// other: a longer window finds only what the shorter one kept, a
+    /// shorter one reads less. Compiling merges such series into one, and a
+    /// reload carries history over between them ([`SeriesMap`]). A `where`
+    /// reads only the recorded event's own fields (no list, no history:
+    /// the compiler refuses both), so equal filter trees mean equal filters.
+    pub fn records_as(&self, other: &Series) -> bool {
+        let same_keep = matches!(
+            (self.keep, other.keep),
+            (Keep::Window(_), Keep::Window(_))
+                | (Keep::Ever, Keep::Ever)
+                | (Keep::Latest, Keep::Latest)
+        );
+        same_keep
+            && self.kinds == other.kinds
+            && self.entity == other.entity
+            && self.completed == other.completed
+            && self.projection == other.projection
+            && self.filter == other.filter
+    }
+}
+
+/// How the series of the ruleset in use correspond to those of a ruleset
+/// replacing it: which history carries over, under which number. Series
+/// are matched by [`Series::records_as`]; a compiled ruleset's series are
+/// pairwise distinct under it, so the correspondence is one to one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesMap {
+    /// For each old series, the new series that records the same, if any:
+    /// its history is kept under that number, or dropped.
+    pub old_to_new: Vec<Option<u16>>,
+    /// For each new series, the old series whose history it takes over, if
+    /// any: without one it starts empty.
+    pub new_from_old: Vec<Option<u16>>,
+}
+
+impl SeriesMap {
+    /// The correspondence from `old`'s series to `new`'s. At most
+    /// `series_max` each, so at most 65,536 comparisons: a reload's cost,
+    /// never a decision's.
+    pub fn between(old: &[Series], new: &[Series]) -> SeriesMap {
+        // Invariant: series_max keeps series numbers within u16.
+        let number = |i: usize| u16::try_from(i).expect("series numbers fit u16");
+        let mut old_to_new = vec![None; old.len()];
+        let new_from_old = new
+            .iter()
+            .enumerate()
+            .map(|(n, ns)| {
+                let o = old.iter().position(|os| os.records_as(ns))?;
+                // Invariant: compiling merges series that record the same,
+                // so no two new series match one old series.
+                assert!(old_to_new[o].is_none(), "two new series record as one old");
+                old_to_new[o] = Some(number(n));
+                Some(number(o))
+            })
+            .collect();
+        SeriesMap {
+            old_to_new,
+            new_from_old,
+        }
+    }
+
+    /// Whether every old series keeps its number (new series, if any, come
+    /// after them): history needs no renumbering.
+    pub fn keeps_numbers(&self) -> bool {
+        self.old_to_new
+            .iter()
+            .enumerate()
+            .all(|(o, n)| n.is_some_and(|n| usize::from(n) == o))
+    }
+
+    /// New series that take over old history.
+    pub fn kept(&self) -> usize {
+        self.new_from_old.iter().filter(|o| o.is_some()).count()
+    }
+
+    /// New series that start empty.
+    pub fn started_empty(&self) -> usize {
+        self.new_from_old.len() - self.kept()
+    }
+
+    /// Old series whose history is dropped.
+    pub fn dropped(&self) -> usize {
+        self.old_to_new.iter().filter(|n| n.is_none()).count()
+    }
+}
+
 /// One history function call in a condition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
