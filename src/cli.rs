@@ -220,10 +220,9 @@ pub fn load_lists(engine: &mut Engine, lists: &[String]) -> Result<(), String> {
             std::fs::File::open(file).map_err(|e| format!("cannot read list file {file}: {e}"))?;
         for (i, line) in BufReader::new(f).lines().enumerate() {
             let line = line.map_err(|e| format!("{file}:{}: {e}", i + 1))?;
-            let value = line.split('#').next().unwrap_or("").trim();
-            if value.is_empty() {
+            let Some(value) = crate::engine::list_file_value(&line) else {
                 continue;
-            }
+            };
             engine
                 .list_add(name, value)
                 .map_err(|e| format!("{file}:{}: {e}", i + 1))?;

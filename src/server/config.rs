@@ -140,15 +140,13 @@ pub fn quic_transport(limits: &Limits) -> quinn::TransportConfig {
             .expect("idle_timeout_ms is checked to at most an hour"),
     ));
     // One stream may hold a whole largest frame and the next one's length.
-    let stream_window = 2 * (limits.frame_bytes_max as u64 + 4);
-    t.stream_receive_window(
-        quinn::VarInt::from_u64(stream_window).expect("at most 2 * (65536 + 4)"),
-    );
+    let stream_window = 2 * (limits.frame_bytes_max as u32 + 4);
+    t.stream_receive_window(stream_window.into());
     // A connection's streams together: enough for every stream's small
     // request at once, bounded by 16 largest frames.
     let conn_window = (stream_window * 8).max(1 << 20);
-    t.receive_window(quinn::VarInt::from_u64(conn_window).expect("at most a few MiB"));
-    t.send_window(conn_window);
+    t.receive_window(conn_window.into());
+    t.send_window(u64::from(conn_window));
     t
 }
 

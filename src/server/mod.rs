@@ -170,7 +170,8 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
                 path.display()
             ));
         }
-        lists.push((name.clone(), read_list(path)?));
+        let lines = read_list(path).map_err(|e| format!("list {name}: {e}"))?;
+        lists.push((name.clone(), lines));
     }
     Ok(Loaded {
         rules: Arc::new(rules),
@@ -178,19 +179,16 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
     })
 }
 
-/// A list file's values: one per line, `#` starts a comment.
+/// A list file's lines, as read: [`Engine::reload`] takes the values
+/// ([`crate::engine::list_file_value`]) and names a bad one by its line.
 fn read_list(path: &Path) -> Result<Vec<String>, String> {
     let f = std::fs::File::open(path)
         .map_err(|e| format!("cannot read list file {}: {e}", path.display()))?;
-    let mut values = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
-        let value = line.split('#').next().unwrap_or("").trim();
-        if !value.is_empty() {
-            values.push(value.to_string());
-        }
-    }
-    Ok(values)
+    std::io::BufReader::new(f)
+        .lines()
+        .enumerate()
+        .map(|(i, line)| line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1)))
+        .collect()
 }
 
 /// A running service.
@@ -222,7 +220,7 @@ impl Server {
         config.limits.check().map_err(|e| ServeError::Config(e.0))?;
         let loaded = load(&config).map_err(ServeError::Config)?;
         let quinn_config = config.quinn_server().map_err(ServeError::Tls)?;
-        let engine = engine_for(&loaded)?;
+        let engine = engine_for(loaded)?;
         let endpoint = bind(&config, quinn_config)?;
         let addr = endpoint
             .local_addr()
@@ -324,32 +322,35 @@ impl Server {
     }
 }
 
-/// Applies a reload to the engine: the new rules with their history
-/// carried over, and the file lists replaced.
+/// Applies rules and list files to the engine, all or nothing
+/// ([`Engine::reload`]: history carried over to the new rules' series, the
+/// file lists replaced whole). Returns a line for the log.
 fn apply(engine: &mut Engine, loaded: Loaded) -> Result<String, String> {
-    let label = format!(
-        "ruleset {} ({}), {} list file(s)",
+    let r = engine
+        .reload(loaded.rules.clone(), &loaded.lists)
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "ruleset {} ({}){}; series kept {}, started empty {}, dropped {}; {} list(s) replaced, {} dropped",
         loaded.rules.hash,
         loaded.rules.label,
-        loaded.lists.len()
-    );
-    let _ = engine;
-    Err(format!("reload of {label}: not supported yet"))
+        if r.rules_changed { "" } else { " unchanged" },
+        r.series_kept,
+        r.series_started_empty,
+        r.series_dropped,
+        r.lists_replaced,
+        r.lists_dropped,
+    ))
 }
 
-fn engine_for(loaded: &Loaded) -> Result<Engine, ServeError> {
+/// The engine a service starts with: a fresh secret for its record keys,
+/// the rules, and the list files read exactly as a reload reads them.
+fn engine_for(loaded: Loaded) -> Result<Engine, ServeError> {
     let mut engine = Engine::with_key(
         loaded.rules.clone(),
         EngineLimits::default(),
         FingerprintKey(random_bytes::<16>()?),
     );
-    for (name, values) in &loaded.lists {
-        for (i, v) in values.iter().enumerate() {
-            engine
-                .list_add(name, v)
-                .map_err(|e| ServeError::Config(format!("list {name}, value {}: {e}", i + 1)))?;
-        }
-    }
+    apply(&mut engine, loaded).map_err(ServeError::Config)?;
     Ok(engine)
 }
 

@@ -2,14 +2,17 @@
 
 mod backtest;
 mod cli;
+mod client;
 mod contract;
 mod explain;
 mod fuzz_corpus;
 mod generate;
+mod loadgen;
 mod props;
 mod replay_cases;
 mod rules_edit;
 mod serve;
+mod serve_cli;
 mod support;
 mod tidy;
 mod tls;

@@ -1,0 +1,385 @@
+//! The `portcullis serve` binary: its log line, exit codes, signals.
+
+use crate::support::scratch_dir;
+use portcullis::tls::{self, ClientFiles};
+use portcullis::transport::frame::{FrameDecoder, encode};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A `serve` process and the lines of its log.
+struct Serving {
+    child: Child,
+    log: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Serving {
+    fn start(args: &[&str]) -> Serving {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start portcullis serve");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Serving {
+            child,
+            log,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `what`; returns it.
+    fn wait_for(&mut self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        if let Some(l) = self.seen.iter().find(|l| l.contains(what)) {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(what) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line with {what:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    fn addr(&mut self) -> SocketAddr {
+        let line = self.wait_for("listening quic=");
+        let addr = line
+            .split("listening quic=")
+            .nth(1)
+            .expect("an address")
+            .trim();
+        addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"))
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "serve did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut seen = std::mem::take(&mut self.seen);
+        // The log ends when the process does: read it to its end.
+        while let Ok(line) = self.log.recv_timeout(Duration::from_secs(2)) {
+            seen.push(line);
+        }
+        (status, seen)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pki(test: &str) -> PathBuf {
+    let dir = scratch_dir("serve-cli", test);
+    let tls_dir = dir.join("tls");
+    tls::dev_pki(&tls_dir).unwrap_or_else(|e| panic!("{e}"));
+    tls_dir
+}
+
+/// Runs `serve` with `args` to its exit; (code, stderr).
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .output()
+        .expect("run portcullis serve");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+async fn connect(
+    addr: SocketAddr,
+    tls_dir: &Path,
+    name: &str,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let files = ClientFiles::in_dir(tls_dir, name).expect("a name");
+    let config = tls::quinn_client_config(&files).expect("a client config");
+    let endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("an address")).expect("bind");
+    let conn = endpoint
+        .connect_with(config, addr, "localhost")
+        .expect("connect")
+        .await
+        .expect("a connection");
+    (endpoint, conn)
+}
+
+async fn call(conn: &quinn::Connection, body: &str) -> Result<Value, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let mut wire = Vec::new();
+    encode(body.as_bytes(), &mut wire).expect("valid length");
+    send.write_all(&wire).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    let bytes = recv.read_to_end(1 << 20).await.map_err(|e| e.to_string())?;
+    let mut dec = FrameDecoder::default();
+    dec.push(&bytes);
+    let body = dec.next().ok_or("no answer")?.map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+fn swap(id: usize) -> String {
+    format!(
+        r#"{{"id":"{id}","kind":"sim_swap","msisdn":"+4477009{:05}","account":"A{id}","iccid":"8944110000000000008"}}"#,
+        id % 100_000
+    )
+}
+
+/// The one command a developer runs: it logs where it listens, answers,
+/// and stops cleanly on SIGTERM.
+#[test]
+fn serve_logs_its_address_answers_and_stops_on_sigterm() {
+    let tls_dir = pki("basic");
+    let data = tls_dir.with_file_name("data");
+    let mut s = Serving::start(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().expect("UTF-8"),
+        "--tls-dir",
+        tls_dir.to_str().expect("UTF-8"),
+    ]);
+    let addr = s.addr();
+    assert_ne!(addr.port(), 0);
+    rt().block_on(async {
+        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
+        let v = call(&conn, &swap(1)).await.expect("an answer");
+        assert_eq!(v["decision"], "allow", "{v}");
+    });
+    s.signal("-TERM");
+    let (status, log) = s.wait();
+    assert!(status.success(), "{status:?}: {log:?}");
+    assert!(log.iter().any(|l| l.contains("stopped")), "{log:?}");
+}
+
+#[test]
+fn serve_exits_non_zero_with_a_clear_message() {
+    let tls_dir = pki("errors");
+    let tls = tls_dir.to_str().expect("UTF-8");
+    // A bad config.
+    let cfg = tls_dir.with_file_name("bad.toml");
+    std::fs::write(&cfg, "[limits]\nframe_bytes_max = 1\n").expect("write");
+    let (code, err) = run_to_exit(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--tls-dir",
+        tls,
+        "--config",
+        cfg.to_str().expect("UTF-8"),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("limits.frame_bytes_max"), "{err}");
+    let cfg2 = tls_dir.with_file_name("typo.toml");
+    std::fs::write(&cfg2, "[limits]\nframe_bytes = 100\n").expect("write");
+    let (code, err) = run_to_exit(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--tls-dir",
+        tls,
+        "--config",
+        cfg2.to_str().expect("UTF-8"),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("frame_bytes"), "{err}");
+    // No address.
+    let (code, err) = run_to_exit(&["--tls-dir", tls]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--quic"), "{err}");
+    // A missing key.
+    let no_key = tls_dir.with_file_name("nokey");
+    std::fs::create_dir_all(&no_key).expect("mkdir");
+    for f in ["ca.pem", "server.pem"] {
+        std::fs::copy(tls_dir.join(f), no_key.join(f)).expect("copy");
+    }
+    let (code, err) = run_to_exit(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--tls-dir",
+        no_key.to_str().expect("UTF-8"),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("server.key"), "{err}");
+    // A broken rules file.
+    let rules = tls_dir.with_file_name("broken.rules");
+    std::fs::write(&rules, "rule x: nonsense\n").expect("write");
+    let (code, err) = run_to_exit(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--tls-dir",
+        tls,
+        "--rules",
+        rules.to_str().expect("UTF-8"),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("broken.rules"), "{err}");
+    // An address in use.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, err) = run_to_exit(&["--quic", &addr, "--tls-dir", tls]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&addr) && err.to_lowercase().contains("in use"),
+        "{err}"
+    );
+}
+
+/// SIGHUP reloads rules and lists between two requests while load runs:
+/// no request is lost or refused, answers move from the old ruleset to the
+/// new one, and a broken file is refused with the old rules kept.
+#[test]
+fn sighup_reloads_under_load_and_loses_no_request() {
+    let tls_dir = pki("reload");
+    let rules = tls_dir.with_file_name("rules.pcr");
+    let list = tls_dir.with_file_name("blocked.txt");
+    let default = portcullis::rules::DEFAULT_RULES;
+    std::fs::write(&rules, default).expect("write rules");
+    std::fs::write(&list, "# none yet\n").expect("write list");
+    let mut s = Serving::start(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--tls-dir",
+        tls_dir.to_str().expect("UTF-8"),
+        "--rules",
+        rules.to_str().expect("UTF-8"),
+        "--list",
+        &format!("blocked_imei={}", list.display()),
+    ]);
+    let addr = s.addr();
+    let old_hash = portcullis::rules::CompiledRules::default_rules().hash;
+    let runtime = rt();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let load = {
+        let tls_dir = tls_dir.clone();
+        runtime.spawn(async move {
+            let (_ep, conn) = connect(addr, &tls_dir, "client").await;
+            let mut workers = Vec::new();
+            for w in 0..8usize {
+                let conn = conn.clone();
+                let stop = stop_rx.clone();
+                workers.push(tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    let mut i = 0usize;
+                    while !*stop.borrow() {
+                        let id = w * 1_000_000 + i;
+                        answers.push(call(&conn, &swap(id)).await);
+                        i += 1;
+                    }
+                    answers
+                }));
+            }
+            let mut all = Vec::new();
+            for w in workers {
+                all.extend(w.await.expect("a worker"));
+            }
+            all
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // A new rule first, and a blocked IMEI: both take effect together.
+    let changed = default.replace(
+        "rule account_lock",
+        "rule store_x_denied\n  deny\n  when store is \"X\"\n\nrule account_lock",
+    );
+    std::fs::write(&rules, &changed).expect("write rules");
+    std::fs::write(&list, "490154203237518\n").expect("write list");
+    s.signal("-HUP");
+    let reloaded = s.wait_for("reloaded");
+    assert!(reloaded.contains("1 list(s) replaced"), "{reloaded}");
+    std::thread::sleep(Duration::from_millis(300));
+    // A broken rules file is refused; the last good rules stay.
+    std::fs::write(&rules, "rule broken\n  deny\n  when nonsense\n").expect("write rules");
+    s.signal("-HUP");
+    let refused = s.wait_for("reload refused");
+    assert!(refused.contains("rules.pcr"), "{refused}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop_tx.send(true).expect("stop the load");
+    let answers = runtime.block_on(load).expect("the load");
+    assert!(answers.len() > 100, "{}", answers.len());
+    let mut hashes = Vec::new();
+    for a in &answers {
+        let v = a
+            .as_ref()
+            .unwrap_or_else(|e| panic!("a request was lost: {e}"));
+        assert!(v.get("decision").is_some(), "not a decision: {v}");
+        let h = v["ruleset"]["hash"].as_str().expect("a hash").to_string();
+        if hashes.last() != Some(&h) {
+            hashes.push(h);
+        }
+    }
+    let new_hash = {
+        let c = portcullis::rules::CompiledRules::compile(
+            &rules.display().to_string(),
+            &changed,
+            &portcullis::rules::Limits::default(),
+        )
+        .expect("the changed rules compile");
+        c.hash
+    };
+    assert_eq!(hashes.first(), Some(&old_hash));
+    assert!(hashes.contains(&new_hash), "{hashes:?}");
+    // The reload is visible after it, and the blocked IMEI with it.
+    runtime.block_on(async {
+        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
+        let v = call(
+            &conn,
+            r#"{"id":"after","kind":"sim_swap","msisdn":"+447700911111","account":"Z1","iccid":"8944110000000000008","imei":"490154203237518"}"#,
+        )
+        .await
+        .expect("an answer");
+        assert_eq!(v["decision"], "deny", "{v}");
+        assert_eq!(v["ruleset"]["hash"], new_hash.as_str());
+    });
+    s.signal("-TERM");
+    let (status, _) = s.wait();
+    assert!(status.success());
+}
