@@ -29,8 +29,10 @@ pub struct Limits {
     pub streams_per_connection_max: u32,
     /// Connections held at once; more are refused in the handshake.
     pub connections_max: usize,
-    /// Requests read and not yet decided, across all connections; more are
-    /// answered `overloaded`.
+    /// Streams accepted and not yet done, across all connections: the
+    /// service's queue. A stream over it is answered `overloaded` at once,
+    /// unread. With `frame_bytes_max` it bounds what accepted streams may
+    /// hold (about 128 KiB each at most).
     pub queue_requests_max: usize,
     /// How long after reading a request the service may take to decide it
     /// before answering `deadline` (not for `await`).
@@ -54,7 +56,7 @@ impl Default for Limits {
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             streams_per_connection_max: 100,
             connections_max: 1000,
-            queue_requests_max: 4096,
+            queue_requests_max: 1024,
             request_deadline_ms: 1000,
             idle_timeout_ms: 30_000,
             await_timeout_ms_max: AWAIT_TIMEOUT_MS_MAX_DEFAULT,
@@ -142,9 +144,10 @@ pub fn quic_transport(limits: &Limits) -> quinn::TransportConfig {
     // One stream may hold a whole largest frame and the next one's length.
     let stream_window = 2 * (limits.frame_bytes_max as u32 + 4);
     t.stream_receive_window(stream_window.into());
-    // A connection's streams together: enough for every stream's small
-    // request at once, bounded by 16 largest frames.
-    let conn_window = (stream_window * 8).max(1 << 20);
+    // A connection's streams together: two largest frames, or 256 KiB, so
+    // that what `connections_max` connections may make the server buffer
+    // is bounded (256 MiB at the defaults).
+    let conn_window = (stream_window * 2).max(256 << 10);
     t.receive_window(conn_window.into());
     t.send_window(u64::from(conn_window));
     t

@@ -4,22 +4,21 @@
 //! A connection's peer (name and role) is read once from its client
 //! certificate after the handshake; a certificate without a Portcullis
 //! identity closes the connection. Each bidirectional stream is one task: it
-//! reads frames ([`FrameDecoder`], bounded by `frame_bytes_max`), queues each
-//! body for the engine thread in the order read, and writes the answers in
-//! the same order. When the client finishes its side and the last answer is
+//! reads frames ([`FrameDecoder`], bounded by `frame_bytes_max`), has the
+//! [`Decider`] decide each body in the order read, and writes the answers
+//! in the same order. When the client finishes its side and the last answer is
 //! written, the task finishes the stream. A bad length prefix is answered
 //! `bad_frame`, then the stream is finished and reading stops; the
 //! connection goes on.
 
-use crate::server::decider::{Job, Queue, refusal};
+use crate::server::decider::{Decided, Decider, overloaded, refusal};
 use crate::tls::Peer;
 use crate::transport::frame::{self, FrameDecoder};
 use crate::transport::wire::{WireCode, WireError};
-use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// Application error codes on connections and streams (QUIC
 /// `CONNECTION_CLOSE` and `RESET_STREAM`/`STOP_SENDING`), as `proto/wire.md`
@@ -35,11 +34,11 @@ pub mod codes {
 
 /// What every connection and stream task shares.
 pub struct Shared {
-    pub queue: Queue,
+    pub decider: Arc<Decider>,
     pub frame_bytes_max: usize,
-    /// The longest a stream task waits for the engine thread's answer
-    /// before answering `deadline` itself: the request deadline plus the
-    /// longest await, plus a margin. Only a stalled engine thread hits it.
+    /// The longest a stream task waits for an await's answer before
+    /// answering `deadline` itself: the longest await, plus a margin. Only
+    /// a lost timer would hit it.
     pub answer_wait_max: Duration,
     pub connections: AtomicUsize,
     pub connections_max: usize,
@@ -101,8 +100,15 @@ pub async fn serve_connection(
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
                     let (shared, peer, in_flight) = (shared.clone(), peer.clone(), in_flight.clone());
+                    let admitted = shared.decider.admit();
                     tokio::spawn(async move {
-                        serve_stream(send, recv, &shared, &peer).await;
+                        match admitted {
+                            Some(admitted) => {
+                                serve_stream(send, recv, &shared, &peer).await;
+                                drop(admitted);
+                            }
+                            None => refuse_overloaded(send, recv, shared.frame_bytes_max).await,
+                        }
                         drop(in_flight);
                     });
                 }
@@ -139,6 +145,22 @@ async fn refuse_streams(conn: &quinn::Connection) {
     }
 }
 
+/// A stream over `queue_requests_max`: one `overloaded` answer, unread,
+/// then the server finishes its side and stops reading (as after a framing
+/// error). Nothing on it was applied.
+async fn refuse_overloaded(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    frame_bytes_max: usize,
+) {
+    let mut out = Vec::with_capacity(128);
+    push_frame(&overloaded(), frame_bytes_max, &mut out);
+    let _ = recv.stop(codes::DONE.into());
+    if send.write_all(&out).await.is_ok() {
+        finish(send).await;
+    }
+}
+
 /// The most a stream task reads at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -146,12 +168,6 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// answers before the task lets go of it (so a shutdown knows they
 /// arrived).
 const ACK_WAIT: Duration = Duration::from_secs(2);
-
-/// An answer to write: ready now, or coming from the engine thread.
-enum Answer {
-    Ready(Vec<u8>),
-    Coming(oneshot::Receiver<Vec<u8>>),
-}
 
 async fn serve_stream(
     mut send: quinn::SendStream,
@@ -172,7 +188,7 @@ async fn serve_stream(
         };
         let Some(chunk) = chunk else {
             if let Err(e) = decoder.end() {
-                answers.push(Answer::Ready(bad_frame(e)));
+                answers.push(Decided::Now(bad_frame(e)));
             }
             let _ = write_answers(&mut send, &mut answers, &mut out, shared).await;
             finish(send).await;
@@ -182,7 +198,7 @@ async fn serve_stream(
         loop {
             let used = decoder.push(rest);
             rest = &rest[used..];
-            let fatal = read_frames(&mut decoder, peer, shared, &mut answers);
+            let fatal = read_frames(&mut decoder, peer, shared, &mut answers).await;
             if write_answers(&mut send, &mut answers, &mut out, shared)
                 .await
                 .is_err()
@@ -202,38 +218,27 @@ async fn serve_stream(
     }
 }
 
-/// Queues every whole frame the decoder holds, in order; true after a
+/// Decides every whole frame the decoder holds, in order; true after a
 /// bad length prefix (the stream is to be finished).
-fn read_frames(
+async fn read_frames(
     decoder: &mut FrameDecoder,
-    peer: &Arc<Peer>,
+    peer: &Peer,
     shared: &Shared,
-    answers: &mut Vec<Answer>,
+    answers: &mut Vec<Decided>,
 ) -> bool {
     while let Some(frame) = decoder.next() {
         match frame {
-            Ok(body) => answers.push(submit(peer, body, shared)),
+            Ok(body) => {
+                let decided = shared.decider.decide(peer, &body, Instant::now()).await;
+                answers.push(decided);
+            }
             Err(e) => {
-                answers.push(Answer::Ready(bad_frame(e)));
+                answers.push(Decided::Now(bad_frame(e)));
                 return true;
             }
         }
     }
     false
-}
-
-fn submit(peer: &Arc<Peer>, body: Bytes, shared: &Shared) -> Answer {
-    let (reply, answer) = oneshot::channel();
-    let job = Job {
-        peer: peer.clone(),
-        body,
-        read_at: Instant::now(),
-        reply,
-    };
-    match shared.queue.submit(job) {
-        Ok(()) => Answer::Coming(answer),
-        Err(refused) => Answer::Ready(refused),
-    }
 }
 
 fn bad_frame(e: frame::FrameError) -> Vec<u8> {
@@ -246,19 +251,19 @@ fn bad_frame(e: frame::FrameError) -> Vec<u8> {
 /// ready; a run of ready answers goes out in one write.
 async fn write_answers(
     send: &mut quinn::SendStream,
-    answers: &mut Vec<Answer>,
+    answers: &mut Vec<Decided>,
     out: &mut Vec<u8>,
     shared: &Shared,
 ) -> Result<(), quinn::WriteError> {
     let mut pending = std::mem::take(answers).into_iter().peekable();
     while let Some(answer) = pending.next() {
         let body = match answer {
-            Answer::Ready(body) => body,
-            Answer::Coming(rx) => match tokio::time::timeout(shared.answer_wait_max, rx).await {
+            Decided::Now(body) => body,
+            Decided::Later(rx) => match tokio::time::timeout(shared.answer_wait_max, rx).await {
                 Ok(Ok(body)) => body,
                 Ok(Err(_)) => refusal(
                     WireCode::Unavailable,
-                    "the decision engine stopped before answering; retry after a pause",
+                    "the service stopped before answering; retry after a pause",
                 ),
                 Err(_) => refusal(
                     WireCode::Deadline,
@@ -267,7 +272,7 @@ async fn write_answers(
             },
         };
         push_frame(&body, shared.frame_bytes_max, out);
-        let next_waits = matches!(pending.peek(), Some(Answer::Coming(_)) | None);
+        let next_waits = matches!(pending.peek(), Some(Decided::Later(_)) | None);
         if next_waits {
             send.write_all(out).await?;
             out.clear();

@@ -1,18 +1,24 @@
-//! The engine thread: the one place requests are decided, in one total
-//! order.
+//! The decider: the one place requests are decided, in one total order.
 //!
-//! Connection tasks parse nothing; they hand each request body to this
-//! thread through a bounded queue (`queue_requests_max`) and wait for its
-//! answer. A full queue is answered `overloaded` by the connection task at
-//! once (the request was not applied); a request that waited in the queue
-//! longer than `request_deadline_ms` is answered `deadline` here, unapplied.
-//! Neither is ever an allow.
+//! Every request is decided under one lock ([`tokio::sync::Mutex`], which
+//! grants it in the order it was asked for), so the engine sees one request
+//! at a time, in one order, and a stream's requests in the order they were
+//! read. Deciding takes microseconds, and a request decides on the task
+//! that read it: no thread hop, no wake-up per request.
 //!
-//! The thread also owns the `await`s waiting on holds (at most
-//! `awaits_max`): a verification that resolves a hold answers the awaits
-//! on it at once, and a timer answers the rest at their timeouts. Rule and
-//! list reloads come down the same queue, so they fall between two
-//! requests and no request sees half of one.
+//! Streams accepted and not yet done are the service's queue (a stream is
+//! spawned as a task the moment QUIC hands it over, so under load this
+//! counts the work the runtime has not reached yet): past
+//! `queue_requests_max` of them a new stream is answered `overloaded` at
+//! once, unread. A request that waited longer than `request_deadline_ms`
+//! for the lock is answered `deadline`. Neither was applied, and neither is
+//! ever an allow.
+//!
+//! The decider also owns the `await`s waiting on holds (at most
+//! `awaits_max`): a verification that resolves a hold answers the awaits on
+//! it at once, and a timer task answers the rest at their timeouts. Reloads
+//! take the same lock, so they fall between two requests and no request
+//! sees half of one.
 
 use crate::engine::{Alert, Engine};
 use crate::server::alerts::AlertStore;
@@ -21,76 +27,68 @@ use crate::server::config::Limits;
 use crate::tls::Peer;
 use crate::transport::service::{Service, Step, Waiting};
 use crate::transport::wire::{self, WireCode};
-use bytes::Bytes;
 use ring::hmac;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{Mutex, Notify, oneshot, watch};
 
 /// A change to the engine made between two requests: a rules and lists
 /// reload. It returns a line for the log, or why it was refused (and then
 /// it changed nothing).
 pub type EngineChange = Box<dyn FnOnce(&mut Engine) -> Result<String, String> + Send>;
 
-/// What the engine thread is asked to do.
-pub enum Msg {
-    Request(Job),
-    Change {
-        change: EngineChange,
-        done: oneshot::Sender<Result<String, String>>,
-    },
-    /// Shutting down: answer every waiting `await` now with its current
-    /// decision, so that no answer in flight waits out its timeout.
-    ReleaseAwaits {
-        done: oneshot::Sender<()>,
-    },
+/// An answer: written now, or coming when a hold resolves or its await
+/// times out.
+pub enum Decided {
+    Now(Vec<u8>),
+    Later(oneshot::Receiver<Vec<u8>>),
 }
 
-/// One request body and where its answer goes.
-pub struct Job {
-    pub peer: Arc<Peer>,
-    pub body: Bytes,
-    /// When the connection task read the frame: `request_deadline_ms`
-    /// counts from here.
-    pub read_at: Instant,
-    pub reply: oneshot::Sender<Vec<u8>>,
+/// Where an answer goes.
+type Reply = oneshot::Sender<Vec<u8>>;
+
+pub struct Decider {
+    core: Mutex<Core>,
+    /// Streams admitted and not yet done ([`Admitted`]).
+    in_progress: Arc<AtomicUsize>,
+    queue_requests_max: usize,
+    deadline: Duration,
+    /// Wakes the timer task when an await with an earlier deadline waits.
+    timer: Notify,
 }
 
-/// The sending side of the engine thread's queue.
-#[derive(Clone)]
-pub struct Queue(SyncSender<Msg>);
+struct Core {
+    service: Service,
+    clock: Arc<dyn Clock>,
+    awaits_max: usize,
+    waiters: Waiters,
+    /// Shutting down: awaits answer at once with the current decision.
+    closing: bool,
+    alerts: Arc<AlertStore>,
+    /// Keys the line pseudonyms alerts are logged with: no identifier is
+    /// ever logged in clear.
+    log_key: hmac::Key,
+}
 
-impl Queue {
-    /// Queues `job`, or answers at once: `overloaded` when the queue is
-    /// full, `unavailable` when the engine thread is gone. Either way the
-    /// request was not applied.
-    pub fn submit(&self, job: Job) -> Result<(), Vec<u8>> {
-        match self.0.try_send(Msg::Request(job)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(refusal(
-                WireCode::Overloaded,
-                "the service is at queue_requests_max; retry after a pause",
-            )),
-            Err(TrySendError::Disconnected(_)) => Err(refusal(
-                WireCode::Unavailable,
-                "the decision engine is not running; retry after a pause",
-            )),
-        }
-    }
+/// A stream counted toward `queue_requests_max` until dropped.
+pub struct Admitted(Arc<AtomicUsize>);
 
-    /// Sends a control message, waiting for room in the queue (from a
-    /// blocking context).
-    pub fn send_blocking(&self, msg: Msg) -> Result<(), EngineGone> {
-        self.0.send(msg).map_err(|_| EngineGone)
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// The engine thread has stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EngineGone;
+/// The answer to a stream over `queue_requests_max`.
+pub fn overloaded() -> Vec<u8> {
+    refusal(
+        WireCode::Overloaded,
+        "the service is at queue_requests_max; retry after a pause",
+    )
+}
 
 /// An error body without an id: the request was not read.
 pub fn refusal(code: WireCode, message: &str) -> Vec<u8> {
@@ -99,120 +97,131 @@ pub fn refusal(code: WireCode, message: &str) -> Vec<u8> {
     out
 }
 
-/// Starts the engine thread around `service`.
-pub fn spawn(
-    service: Service,
-    clock: Arc<dyn Clock>,
-    limits: &Limits,
-    alerts: Arc<AlertStore>,
-    log_key: hmac::Key,
-) -> std::io::Result<(Queue, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(limits.queue_requests_max);
-    let mut decider = Decider {
-        service,
-        clock,
-        deadline: limits.request_deadline(),
-        awaits_max: limits.awaits_max,
-        waiters: Waiters::default(),
-        alerts,
-        log_key,
-    };
-    let handle = std::thread::Builder::new()
-        .name("portcullis-engine".into())
-        .spawn(move || decider.run(rx))?;
-    Ok((Queue(tx), handle))
-}
-
-struct Decider {
-    service: Service,
-    clock: Arc<dyn Clock>,
-    deadline: Duration,
-    awaits_max: usize,
-    waiters: Waiters,
-    alerts: Arc<AlertStore>,
-    /// Keys the line pseudonyms alerts are logged with: no identifier is
-    /// ever logged in clear.
-    log_key: hmac::Key,
-}
-
-/// How long the thread sleeps when no await is waiting: only a bound, any
-/// message wakes it.
-const IDLE_WAIT: Duration = Duration::from_secs(1);
-
 impl Decider {
-    fn run(&mut self, rx: Receiver<Msg>) {
+    pub fn new(
+        service: Service,
+        clock: Arc<dyn Clock>,
+        limits: &Limits,
+        alerts: Arc<AlertStore>,
+        log_key: hmac::Key,
+    ) -> Decider {
+        Decider {
+            core: Mutex::new(Core {
+                service,
+                clock,
+                awaits_max: limits.awaits_max,
+                waiters: Waiters::default(),
+                closing: false,
+                alerts,
+                log_key,
+            }),
+            in_progress: Arc::new(AtomicUsize::new(0)),
+            queue_requests_max: limits.queue_requests_max,
+            deadline: limits.request_deadline(),
+            timer: Notify::new(),
+        }
+    }
+
+    /// Admits a new stream, or `None` when `queue_requests_max` are in
+    /// progress (answer it [`overloaded`]).
+    pub fn admit(&self) -> Option<Admitted> {
+        let max = self.queue_requests_max;
+        self.in_progress
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Admitted(self.in_progress.clone()))
+    }
+
+    /// Decides one request body from `peer`, read at `read_at`.
+    pub async fn decide(&self, peer: &Peer, body: &[u8], read_at: Instant) -> Decided {
+        let mut core = self.core.lock().await;
+        let late = read_at.elapsed() > self.deadline;
+        let decided = core.request(peer, body, late);
+        if let Decided::Later(_) = decided {
+            self.timer.notify_one();
+        }
+        decided
+    }
+
+    /// Applies `change` between two requests (from a blocking context: a
+    /// reload may walk all history).
+    pub fn change_blocking(&self, change: EngineChange) -> Result<String, String> {
+        let mut core = self.core.blocking_lock();
+        change(core.service.engine_mut())
+    }
+
+    /// Shutting down: answers every waiting `await` now with its current
+    /// decision, so that no answer in flight waits out its timeout.
+    /// Awaits read from then on answer at once too.
+    pub async fn release_awaits(&self) {
+        let mut core = self.core.lock().await;
+        core.closing = true;
+        core.release_all();
+    }
+
+    /// Answers awaits at their timeouts until `shutdown`.
+    pub async fn run_timer(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let wait = self
-                .waiters
-                .next_deadline()
-                .map_or(IDLE_WAIT, |d| d.saturating_duration_since(Instant::now()));
-            match rx.recv_timeout(wait) {
-                Ok(msg) => self.handle(msg),
-                Err(RecvTimeoutError::Timeout) => {}
-                // Every sender is gone: the service has shut down.
-                Err(RecvTimeoutError::Disconnected) => break,
+            let next = self.core.lock().await.waiters.next_deadline();
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sleep => {}
+                () = self.timer.notified() => {}
+                _ = shutdown.wait_for(|down| *down) => return,
             }
-            self.expire(Instant::now());
-        }
-        self.release_all();
-    }
-
-    fn handle(&mut self, msg: Msg) {
-        match msg {
-            Msg::Request(job) => self.request(job),
-            Msg::Change { change, done } => {
-                let result = change(self.service.engine_mut());
-                let _ = done.send(result);
-            }
-            Msg::ReleaseAwaits { done } => {
-                self.release_all();
-                let _ = done.send(());
-            }
+            self.core.lock().await.expire(Instant::now());
         }
     }
+}
 
-    fn request(&mut self, job: Job) {
+impl Core {
+    fn request(&mut self, peer: &Peer, body: &[u8], late: bool) -> Decided {
         let mut out = Vec::with_capacity(256);
         let now = self.clock.now();
-        let step = if job.read_at.elapsed() > self.deadline {
-            self.service
-                .handle_late(&job.peer, &job.body, now, &mut out)
+        let step = if late {
+            self.service.handle_late(peer, body, now, &mut out)
         } else {
-            self.service.handle(&job.peer, &job.body, now, &mut out)
+            self.service.handle(peer, body, now, &mut out)
         };
-        match step {
-            // The client may have gone: its answer has nowhere to go.
-            Step::Answered => drop(job.reply.send(out)),
-            Step::Await { scoped, timeout_ms } => self.await_hold(scoped, timeout_ms, job.reply),
-        }
+        let decided = match step {
+            Step::Answered => Decided::Now(out),
+            Step::Await { scoped, timeout_ms } => self.await_hold(scoped, timeout_ms),
+        };
         while let Some(alert) = self.service.poll_alert() {
             self.raise(alert);
         }
         while let Some(resolved) = self.service.poll_resolved() {
             self.wake(&resolved);
         }
+        decided
     }
 
-    fn await_hold(&mut self, scoped: String, timeout_ms: u64, reply: oneshot::Sender<Vec<u8>>) {
+    fn await_hold(&mut self, scoped: String, timeout_ms: u64) -> Decided {
         let mut out = Vec::with_capacity(256);
         if self.service.await_now(&scoped, &mut out) == Waiting::Answered {
-            let _ = reply.send(out);
-            return;
+            return Decided::Now(out);
         }
-        if timeout_ms == 0 {
+        if timeout_ms == 0 || self.closing {
             self.service.await_timed_out(&scoped, &mut out);
-            let _ = reply.send(out);
-            return;
+            return Decided::Now(out);
         }
         if self.waiters.len() >= self.awaits_max {
-            let _ = reply.send(refusal(
+            return Decided::Now(refusal(
                 WireCode::Overloaded,
                 "the service is at awaits_max; retry the await after a pause",
             ));
-            return;
         }
+        let (reply, answer) = oneshot::channel();
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         self.waiters.add(scoped.into(), deadline, reply);
+        Decided::Later(answer)
     }
 
     /// Answers the awaits on a hold a verification just resolved.
@@ -224,6 +233,7 @@ impl Decider {
             if self.service.await_now(scoped, &mut out) == Waiting::Pending {
                 self.service.await_timed_out(scoped, &mut out);
             }
+            // The client may have gone: its answer has nowhere to go.
             let _ = reply.send(out);
         }
     }
@@ -257,10 +267,6 @@ impl Decider {
         self.alerts.push(alert);
     }
 }
-
-/// Where an answer goes.
-type Reply = oneshot::Sender<Vec<u8>>;
-
 /// The `await`s waiting on holds, by the hold's scoped id, with a heap of
 /// their deadlines. An entry of the heap whose await was already answered
 /// is skipped when it comes up.

@@ -28,7 +28,7 @@ use alerts::AlertStore;
 use clap::Args;
 use clock::{Clock, SystemClock};
 use connection::{ConnectionSlot, Shared, shutting_down};
-use decider::{EngineChange, Msg, Queue};
+use decider::{Decider, EngineChange};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// `portcullis serve`. Flags override the config file's keys.
 #[derive(Args, Debug, Clone, Default)]
@@ -199,8 +199,7 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     in_flight: mpsc::Sender<()>,
     all_done: mpsc::Receiver<()>,
-    queue: Queue,
-    engine_thread: Option<std::thread::JoinHandle<()>>,
+    decider: Arc<Decider>,
     alerts: Arc<AlertStore>,
 }
 
@@ -228,20 +227,24 @@ impl Server {
         let alerts = Arc::new(AlertStore::new(config.limits.alerts_kept_max));
         let log_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &random_bytes::<32>()?);
         let service = Service::new(engine, config.limits.await_timeout_ms_max);
-        let (queue, engine_thread) =
-            decider::spawn(service, clock, &config.limits, alerts.clone(), log_key)
-                .map_err(|e| ServeError::Io(format!("cannot start the engine thread: {e}")))?;
+        let decider = Arc::new(Decider::new(
+            service,
+            clock,
+            &config.limits,
+            alerts.clone(),
+            log_key,
+        ));
         let shared = Arc::new(Shared {
-            queue: queue.clone(),
+            decider: decider.clone(),
             frame_bytes_max: config.limits.frame_bytes_max,
-            answer_wait_max: config.limits.request_deadline()
-                + Duration::from_millis(config.limits.await_timeout_ms_max)
+            answer_wait_max: Duration::from_millis(config.limits.await_timeout_ms_max)
                 + Duration::from_secs(1),
             connections: AtomicUsize::new(0),
             connections_max: config.limits.connections_max,
         });
         let (shutdown, _) = watch::channel(false);
         let (in_flight, all_done) = mpsc::channel(1);
+        tokio::spawn(decider.clone().run_timer(shutdown.subscribe()));
         tokio::spawn(accept(
             endpoint.clone(),
             shared,
@@ -255,8 +258,7 @@ impl Server {
             shutdown,
             in_flight,
             all_done,
-            queue,
-            engine_thread: Some(engine_thread),
+            decider,
             alerts,
         })
     }
@@ -278,16 +280,11 @@ impl Server {
             .await
             .map_err(|e| format!("reload: {e}"))??;
         let change: EngineChange = Box::new(move |engine: &mut Engine| apply(engine, loaded));
-        let (done, result) = oneshot::channel();
-        let queue = self.queue.clone();
-        // The queue may be full under load: wait for room off the runtime.
-        tokio::task::spawn_blocking(move || queue.send_blocking(Msg::Change { change, done }))
+        let decider = self.decider.clone();
+        // A reload may walk all history: off the runtime's workers.
+        tokio::task::spawn_blocking(move || decider.change_blocking(change))
             .await
             .map_err(|e| format!("reload: {e}"))?
-            .map_err(|_| "reload: the engine thread is not running".to_string())?;
-        result
-            .await
-            .map_err(|_| "reload: the engine thread stopped".to_string())?
     }
 
     /// Shuts down gracefully: no new connections or streams; every answer
@@ -299,12 +296,7 @@ impl Server {
         let deadline = tokio::time::Instant::now() + self.config.limits.shutdown_grace();
         self.endpoint.set_server_config(None);
         let _ = self.shutdown.send(true);
-        let (done, released) = oneshot::channel();
-        let queue = self.queue.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || queue.send_blocking(Msg::ReleaseAwaits { done }))
-                .await;
-        let _ = tokio::time::timeout_at(deadline, released).await;
+        let _ = tokio::time::timeout_at(deadline, self.decider.release_awaits()).await;
         drop(self.in_flight);
         let clean = tokio::time::timeout_at(deadline, self.all_done.recv())
             .await
@@ -312,12 +304,6 @@ impl Server {
         self.endpoint
             .close(connection::codes::DONE.into(), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
-        drop(self.queue);
-        if let Some(t) = self.engine_thread.take() {
-            // The accept task may still hold a queue handle until the
-            // endpoint's close reaches it; the thread ends when it does.
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
         clean
     }
 }
@@ -418,8 +404,12 @@ pub fn command(o: &ServeOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let workers = std::env::var("PC_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
     {

@@ -491,30 +491,27 @@ fn limits_give_the_documented_errors() {
             };
         assert!(second.to_lowercase().contains("refused"), "{second}");
 
-        let bodies: Vec<String> = (0..100)
-            .map(|i| format!(r#"{{"id":"q{i}","kind":"auth_failure","account":"Q{i}"}}"#))
-            .collect();
-        let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-        let ex = exchange(&conn, &frames(&refs), true)
-            .await
-            .expect("an exchange");
-        assert_eq!(ex.answers.len(), 100);
-        let overloaded: Vec<&Value> = ex
-            .answers
-            .iter()
-            .filter(|a| code(a) == "overloaded")
-            .collect();
+        // Many streams at once, each waiting for the decider.
+        let answers = concurrent_streams(&conn, "q", 20, 5).await;
+        let overloaded: Vec<&Value> = answers.iter().filter(|a| code(a) == "overloaded").collect();
         assert!(!overloaded.is_empty(), "the queue of 1 never filled");
         for a in &overloaded {
             assert_eq!(a["error"]["retryable"], true);
         }
         assert!(
-            ex.answers
+            answers
                 .iter()
                 .all(|a| a["ok"] == true || code(a) == "overloaded")
         );
 
+        assert!(server.shutdown().await);
+
         // Awaits: one may wait, the next is overloaded.
+        let mut config = Config::local(pki());
+        config.limits.awaits_max = 1;
+        let server = start(config, Arc::new(SystemClock)).await;
+        let (_e2, conn) = connect(server.local_addr(), "client").await;
+        call(&conn, SWAP).await;
         call(&conn, &SWAP.replace("\"1\"", "\"2\"")).await;
         let waiter = {
             let conn = conn.clone();
@@ -525,7 +522,36 @@ fn limits_give_the_documented_errors() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let v = call(&conn, r#"{"kind":"await","ref":"2","timeout_ms":500}"#).await;
         assert_eq!(code(&v), "overloaded", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("awaits_max")),
+            "{v}"
+        );
         assert_eq!(waiter.await.expect("a task")["decision"], "hold");
+        assert!(server.shutdown().await);
+
+        // Streams: a client over streams_per_connection_max waits for one
+        // (QUIC flow control), and gets it when one ends.
+        let mut config = Config::local(pki());
+        config.limits.streams_per_connection_max = 2;
+        let server = start(config, Arc::new(SystemClock)).await;
+        let (_e3, conn) = connect(server.local_addr(), "client").await;
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            let (mut send, recv) = conn.open_bi().await.expect("a stream");
+            // Unfinished: the stream stays open on both sides.
+            send.write_all(&frames(&[SWAP])).await.expect("write");
+            open.push((send, recv));
+        }
+        let third = tokio::time::timeout(Duration::from_millis(300), conn.open_bi()).await;
+        assert!(third.is_err(), "a third stream was granted");
+        let (mut send, mut recv) = open.pop().expect("two streams");
+        send.finish().expect("finish");
+        recv.read_to_end(1 << 16).await.expect("the answer");
+        let third = tokio::time::timeout(TIMEOUT, conn.open_bi()).await;
+        assert!(matches!(third, Ok(Ok(_))), "no stream after one ended");
+        drop(open);
         assert!(server.shutdown().await);
     });
 }
@@ -539,19 +565,14 @@ fn a_late_request_is_answered_deadline_and_not_applied() {
         config.limits.request_deadline_ms = 5;
         let server = start(config, Arc::new(SlowClock(Duration::from_millis(20)))).await;
         let (_ep, conn) = connect(server.local_addr(), "client").await;
-        let bodies: Vec<String> = (0..5)
-            .map(|i| format!(r#"{{"id":"d{i}","kind":"auth_failure","account":"D{i}"}}"#))
-            .collect();
-        let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-        let ex = exchange(&conn, &frames(&refs), true)
-            .await
-            .expect("an exchange");
-        let late: Vec<&Value> = ex
-            .answers
-            .iter()
-            .filter(|a| code(a) == "deadline")
-            .collect();
-        assert!(!late.is_empty(), "{ex:?}");
+        let answers = concurrent_streams(&conn, "d", 5, 2).await;
+        let late: Vec<&Value> = answers.iter().filter(|a| code(a) == "deadline").collect();
+        assert!(!late.is_empty(), "{answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|a| a["ok"] == true || code(a) == "deadline")
+        );
         for a in late {
             assert_eq!(a["error"]["retryable"], true);
             assert!(
@@ -645,6 +666,40 @@ fn graceful_shutdown_loses_no_answer_in_flight() {
                 || exchange(&conn, &frames(&[SWAP]), true).await.is_err()
         );
     });
+}
+
+/// `streams` streams at once, each with `per_stream` signals (ids
+/// `PREFIX{stream}-{i}`); every answer. A stream over
+/// `queue_requests_max` has one answer, `overloaded`.
+async fn concurrent_streams(
+    conn: &quinn::Connection,
+    prefix: &str,
+    streams: usize,
+    per_stream: usize,
+) -> Vec<Value> {
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        let conn = conn.clone();
+        let bodies: Vec<String> = (0..per_stream)
+            .map(|i| {
+                format!(r#"{{"id":"{prefix}{s}-{i}","kind":"auth_failure","account":"C{s}x{i}"}}"#)
+            })
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+            exchange(&conn, &frames(&refs), true)
+                .await
+                .expect("an exchange")
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        let ex = t.await.expect("a task");
+        let refused = ex.answers.len() == 1 && code(&ex.answers[0]) == "overloaded";
+        assert!(refused || ex.answers.len() == per_stream, "{ex:?}");
+        answers.extend(ex.answers);
+    }
+    answers
 }
 
 /// A clock that takes its time: it stalls the engine thread so that
