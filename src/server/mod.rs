@@ -404,12 +404,8 @@ pub fn command(o: &ServeOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let workers = std::env::var("PC_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    // Tokio's default: one worker per core.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
         .enable_all()
         .build()
     {
