@@ -87,6 +87,11 @@ pub struct LoadgenOptions {
     /// With --find-peak: the highest rate the search tries.
     #[arg(long, default_value_t = 200_000.0)]
     pub rate_max: f64,
+    /// With --find-peak: runs per measured point; the point is the run
+    /// with the median p99. On a shared machine one run can be slowed by a
+    /// neighbour, and the median keeps one such run from moving the peak.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
 }
 
 /// The smallest generated population: fewer subscribers would make every
@@ -247,6 +252,27 @@ impl Bench {
             connections: self.connections,
             answer_timeout: self.answer_timeout,
         }
+    }
+
+    /// `repeats` runs at `rate` against `target`: the one with the median
+    /// p99 (a run with no accepted answer counts as the slowest).
+    pub async fn run_median(
+        &mut self,
+        target: &Target,
+        rate: f64,
+        repeats: usize,
+    ) -> Result<Report, String> {
+        let mut reports = Vec::with_capacity(repeats.max(1));
+        for i in 0..repeats.max(1) {
+            if i > 0 {
+                tokio::time::sleep(SETTLE).await;
+            }
+            reports.push(self.run(target, rate).await?);
+        }
+        reports.sort_by_key(|r| r.p99().unwrap_or(u64::MAX));
+        // Invariant: at least one run was pushed above.
+        let median = reports.swap_remove(reports.len() / 2);
+        Ok(median)
     }
 
     /// One run at `rate` against `target`: payloads generated first if
@@ -556,7 +582,7 @@ async fn search(bench: &mut Bench, target: &Target, o: &LoadgenOptions) -> Resul
     let mut s = PeakSearch::new(o.rate, o.rate_max, peak::RUNS_MAX);
     let mut runs = Vec::new();
     while let Some(rate) = s.next_rate() {
-        let report = bench.run(target, rate).await?;
+        let report = bench.run_median(target, rate, o.repeats).await?;
         s.record(rate, peak::keeps_up(&report));
         runs.push(report);
         tokio::time::sleep(SETTLE).await;
@@ -578,11 +604,10 @@ async fn find_peak(bench: &mut Bench, o: &LoadgenOptions) -> Result<Found, Strin
         let echo = search(bench, &echo_target, o).await?;
         let half = match gateway.peak {
             Some(p) => {
-                let g = bench
-                    .run(&gateway_target, (p / 2.0).round().max(1.0))
-                    .await?;
+                let half = (p / 2.0).round().max(1.0);
+                let g = bench.run_median(&gateway_target, half, o.repeats).await?;
                 tokio::time::sleep(SETTLE).await;
-                let e = bench.run(&echo_target, (p / 2.0).round().max(1.0)).await?;
+                let e = bench.run_median(&echo_target, half, o.repeats).await?;
                 Some((g, e))
             }
             None => None,
@@ -596,10 +621,12 @@ async fn find_peak(bench: &mut Bench, o: &LoadgenOptions) -> Result<Found, Strin
         Some(p) => {
             tokio::time::sleep(SETTLE).await;
             let at80 = bench
-                .run(&gateway_target, (p * 0.8).round().max(1.0))
+                .run_median(&gateway_target, (p * 0.8).round().max(1.0), o.repeats)
                 .await?;
             tokio::time::sleep(SETTLE).await;
-            let at2x = bench.run(&gateway_target, (p * 2.0).round()).await?;
+            let at2x = bench
+                .run_median(&gateway_target, (p * 2.0).round(), o.repeats)
+                .await?;
             Some((at80, at2x))
         }
         None => None,
