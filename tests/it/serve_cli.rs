@@ -383,3 +383,67 @@ fn sighup_reloads_under_load_and_loses_no_request() {
     let (status, _) = s.wait();
     assert!(status.success());
 }
+
+/// `portcullis call`, the way an integrator tries the service by hand (the
+/// README's example): a swap allowed, a second held, released by an
+/// analyst, then read with an `await`.
+#[test]
+fn call_tries_the_service_by_hand() {
+    let tls_dir = pki("call");
+    let tls = tls_dir.to_str().expect("UTF-8");
+    let mut s = Serving::start(&["--quic", "127.0.0.1:0", "--tls-dir", tls]);
+    let addr = s.addr().to_string();
+    let call = |who: &str, input: &str| -> Vec<Value> {
+        let mut child = Command::new(BIN)
+            .args(["call", "--addr", &addr, "--tls-dir", tls, "--as", who])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start portcullis call");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("piped");
+            stdin.write_all(input.as_bytes()).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("call runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("UTF-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    };
+    let answers = call(
+        "client",
+        concat!(
+            r#"{"id":"s1","kind":"sim_swap","msisdn":"+447700900123","account":"A1","iccid":"8944110000000000008"}"#,
+            "\n\n",
+            r#"{"id":"s2","kind":"sim_swap","msisdn":"+447700900123","account":"A1","iccid":"8944110000000000016"}"#,
+            "\nnot json\n",
+        ),
+    );
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert_eq!(answers[0]["decision"], "allow");
+    assert_eq!(answers[1]["decision"], "hold");
+    assert_eq!(answers[2]["error"]["code"], "bad_frame");
+    let v = call(
+        "client",
+        r#"{"kind":"verification","ref":"client:s2","result":"pass"}"#,
+    );
+    assert_eq!(v[0]["error"]["code"], "forbidden", "{v:?}");
+    let v = call(
+        "analyst",
+        r#"{"kind":"verification","ref":"client:s2","result":"pass"}"#,
+    );
+    assert_eq!(v[0]["ok"], true, "{v:?}");
+    let v = call("client", r#"{"kind":"await","ref":"s2","timeout_ms":0}"#);
+    assert_eq!(v[0]["decision"], "allow", "{v:?}");
+    s.signal("-INT");
+    let (status, _) = s.wait();
+    assert!(status.success());
+}
