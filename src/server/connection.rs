@@ -229,7 +229,7 @@ async fn read_frames(
     while let Some(frame) = decoder.next() {
         match frame {
             Ok(body) => {
-                let decided = shared.decider.decide(peer, &body, Instant::now()).await;
+                let decided = shared.decider.decide(peer, &body, Instant::now());
                 answers.push(decided);
             }
             Err(e) => {

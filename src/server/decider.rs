@@ -1,10 +1,14 @@
 //! The decider: the one place requests are decided, in one total order.
 //!
-//! Every request is decided under one lock ([`tokio::sync::Mutex`], which
-//! grants it in the order it was asked for), so the engine sees one request
+//! Every request is decided under one lock, so the engine sees one request
 //! at a time, in one order, and a stream's requests in the order they were
 //! read. Deciding takes microseconds, and a request decides on the task
-//! that read it: no thread hop, no wake-up per request.
+//! that read it: no thread hop, no wake-up per request. The lock is a
+//! blocking one ([`std::sync::Mutex`]): a worker that finds it taken waits
+//! the few microseconds the holder needs, where an async lock would park
+//! the task and send it to the back of a run queue that, under load, is
+//! long. A panic while deciding poisons the lock, and from then on every
+//! request is answered `unavailable`: the service fails closed.
 //!
 //! Streams accepted and not yet done are the service's queue (a stream is
 //! spawned as a task the moment QUIC hands it over, so under load this
@@ -32,8 +36,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, Notify, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 /// A change to the engine made between two requests: a rules and lists
 /// reload. It returns a line for the log, or why it was refused (and then
@@ -134,9 +139,21 @@ impl Decider {
             .map(|_| Admitted(self.in_progress.clone()))
     }
 
+    /// The state, for a read or a change that cannot make an answer wrong
+    /// (expiring awaits, shutting down): a poisoned lock still holds the
+    /// waiters, who must be answered.
+    fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Decides one request body from `peer`, read at `read_at`.
-    pub async fn decide(&self, peer: &Peer, body: &[u8], read_at: Instant) -> Decided {
-        let mut core = self.core.lock().await;
+    pub fn decide(&self, peer: &Peer, body: &[u8], read_at: Instant) -> Decided {
+        let Ok(mut core) = self.core.lock() else {
+            return Decided::Now(refusal(
+                WireCode::Unavailable,
+                "the decision engine failed; the service is refusing every request until it restarts",
+            ));
+        };
         let late = read_at.elapsed() > self.deadline;
         let decided = core.request(peer, body, late);
         if let Decided::Later(_) = decided {
@@ -148,7 +165,9 @@ impl Decider {
     /// Applies `change` between two requests (from a blocking context: a
     /// reload may walk all history).
     pub fn change_blocking(&self, change: EngineChange) -> Result<String, String> {
-        let mut core = self.core.blocking_lock();
+        let Ok(mut core) = self.core.lock() else {
+            return Err("the decision engine failed; restart the service".to_string());
+        };
         change(core.service.engine_mut())
     }
 
@@ -156,7 +175,7 @@ impl Decider {
     /// decision, so that no answer in flight waits out its timeout.
     /// Awaits read from then on answer at once too.
     pub async fn release_awaits(&self) {
-        let mut core = self.core.lock().await;
+        let mut core = self.core();
         core.closing = true;
         core.release_all();
     }
@@ -164,7 +183,7 @@ impl Decider {
     /// Answers awaits at their timeouts until `shutdown`.
     pub async fn run_timer(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let next = self.core.lock().await.waiters.next_deadline();
+            let next = self.core().waiters.next_deadline();
             let sleep = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -176,7 +195,7 @@ impl Decider {
                 () = self.timer.notified() => {}
                 _ = shutdown.wait_for(|down| *down) => return,
             }
-            self.core.lock().await.expire(Instant::now());
+            self.core().expire(Instant::now());
         }
     }
 }
