@@ -157,17 +157,12 @@ async fn refuse_overloaded(
     push_frame(&overloaded(), frame_bytes_max, &mut out);
     let _ = recv.stop(codes::DONE.into());
     if send.write_all(&out).await.is_ok() {
-        finish(send).await;
+        finish(send);
     }
 }
 
 /// The most a stream task reads at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
-
-/// How long a finished stream waits for the client to acknowledge its
-/// answers before the task lets go of it (so a shutdown knows they
-/// arrived).
-const ACK_WAIT: Duration = Duration::from_secs(2);
 
 async fn serve_stream(
     mut send: quinn::SendStream,
@@ -191,7 +186,7 @@ async fn serve_stream(
                 answers.push(Decided::Now(bad_frame(e)));
             }
             let _ = write_answers(&mut send, &mut answers, &mut out, shared).await;
-            finish(send).await;
+            finish(send);
             return;
         };
         let mut rest = &chunk[..];
@@ -208,7 +203,7 @@ async fn serve_stream(
             if fatal {
                 // Reading stops; what was answered is delivered.
                 let _ = recv.stop(codes::DONE.into());
-                finish(send).await;
+                finish(send);
                 return;
             }
             if rest.is_empty() {
@@ -296,9 +291,12 @@ fn push_frame(body: &[u8], frame_bytes_max: usize, out: &mut Vec<u8>) {
     }
 }
 
-/// Finishes our side and waits (boundedly) for the client to have it all.
-async fn finish(mut send: quinn::SendStream) {
-    if send.finish().is_ok() {
-        let _ = tokio::time::timeout(ACK_WAIT, send.stopped()).await;
-    }
+/// Finishes our side. quinn goes on sending (and resending) what was
+/// written until the client acknowledges it or the connection closes; the
+/// task does not wait for that, since a wake-up per request for the
+/// acknowledgement costs more than the rest of the stream's own work. A
+/// shutdown lingers before it closes connections instead
+/// ([`crate::server::SHUTDOWN_LINGER`]).
+fn finish(mut send: quinn::SendStream) {
+    let _ = send.finish();
 }

@@ -191,6 +191,12 @@ fn read_list(path: &Path) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// How long a shutdown waits, after the last answer is written and
+/// before it closes the connections, for clients to acknowledge the last
+/// answers (many round trips on a carrier's network), within
+/// `shutdown_grace_ms`.
+pub const SHUTDOWN_LINGER: Duration = Duration::from_millis(50);
+
 /// A running service.
 pub struct Server {
     addr: SocketAddr,
@@ -301,6 +307,8 @@ impl Server {
         let clean = tokio::time::timeout_at(deadline, self.all_done.recv())
             .await
             .is_ok();
+        let linger = tokio::time::Instant::now() + SHUTDOWN_LINGER;
+        tokio::time::sleep_until(linger.min(deadline)).await;
         self.endpoint
             .close(connection::codes::DONE.into(), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
