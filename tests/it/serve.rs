@@ -3,7 +3,7 @@
 //! ([`Server::start`]) so that tests drive its clock; the binary's own
 //! behaviour (flags, signals, exit codes) is tested in `serve_cli`.
 
-use crate::support::scratch_dir;
+use crate::support::{rt, scratch_dir};
 use portcullis::contract::Timestamp;
 use portcullis::server::clock::{Clock, ManualClock, SystemClock};
 use portcullis::server::{Config, Server};
@@ -27,14 +27,6 @@ fn pki() -> &'static Path {
         tls::issue(&dir, Role::Caller, "pos2", &dir).unwrap_or_else(|e| panic!("issue: {e}"));
         dir
     })
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 async fn start(config: Config, clock: Arc<dyn Clock>) -> Server {

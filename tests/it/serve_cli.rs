@@ -1,6 +1,6 @@
 //! The `portcullis serve` binary: its log line, exit codes, signals.
 
-use crate::support::scratch_dir;
+use crate::support::{rt, scratch_dir};
 use portcullis::tls::{self, ClientFiles};
 use portcullis::transport::frame::{FrameDecoder, encode};
 use serde_json::Value;
@@ -128,14 +128,6 @@ fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 async fn connect(

@@ -6,6 +6,7 @@
 //! certificate [`tls::peer_of_connection`] reads, and the client completes a
 //! round trip on a stream; refused when the server never gets a connection.
 
+use crate::support::rt;
 use portcullis::tls::{self, ClientFiles, Peer, Role, ServerFiles, TlsError};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -83,14 +84,6 @@ impl Seen {
             _ => panic!("expected the handshake refused, saw {self:?}"),
         }
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 /// A server endpoint on 127.0.0.1 answering each connection's first stream
