@@ -48,6 +48,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Work with the keys directory (pseudonym and sealing keys).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Run the decision service on QUIC with mutual TLS.
     Serve(crate::server::ServeOptions),
     /// Send events to a running service and print its answers as JSON lines.
@@ -76,7 +81,8 @@ pub enum Command {
 pub enum CertsCommand {
     /// Write a development PKI for localhost and 127.0.0.1: a CA, a server
     /// certificate, and client certificates for the caller, analyst and
-    /// admin roles (keys with mode 0600).
+    /// admin roles, then development pseudonym and sealing keys (keys with
+    /// mode 0600).
     Dev {
         #[arg(long)]
         out: PathBuf,
@@ -94,6 +100,17 @@ pub enum CertsCommand {
         name: String,
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Write the next sealing key, seal-<ID>.key (mode 0600): new values are
+    /// sealed under it, older keys still open what they sealed.
+    Rotate {
+        /// The keys directory.
+        #[arg(long)]
+        keys: PathBuf,
     },
 }
 
@@ -134,7 +151,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Backtest(o) => crate::backtest::command(&o),
         Command::Certs {
             command: CertsCommand::Dev { out },
-        } => crate::tls::certs_dev_command(&out),
+        } => certs_dev(&out),
         Command::Certs {
             command:
                 CertsCommand::Issue {
@@ -144,6 +161,9 @@ pub fn run(cli: Cli) -> ExitCode {
                     out,
                 },
         } => crate::tls::certs_issue_command(&ca, &role, &name, &out),
+        Command::Keys {
+            command: KeysCommand::Rotate { keys },
+        } => crate::keys::rotate_command(&keys),
         Command::Serve(o) => crate::server::command(&o),
         Command::Call(o) => crate::client::call_command(&o),
         Command::Loadgen(o) => crate::loadgen::command(&o),
@@ -153,6 +173,35 @@ pub fn run(cli: Cli) -> ExitCode {
             id,
             events,
         } => crate::explain::command(rules.as_deref(), &lists, &id, &events),
+    }
+}
+
+/// `portcullis certs dev --out DIR`: the development PKI, then the
+/// development keys beside it. Existing key files are refused before the
+/// PKI is written, so a refusal writes nothing.
+fn certs_dev(out: &Path) -> ExitCode {
+    if let Err(e) = crate::keys::refuse_existing_dev_keys(out) {
+        eprintln!("certs dev: {e}");
+        return ExitCode::FAILURE;
+    }
+    let pki = crate::tls::certs_dev_command(out);
+    if pki != ExitCode::SUCCESS {
+        return pki;
+    }
+    match crate::keys::write_dev_keys(out) {
+        Ok(paths) => {
+            for p in paths {
+                println!("wrote {}", p.display());
+            }
+            println!(
+                "development pseudonym and sealing keys (mode 0600; never use them in production, and keep production keys outside the data directory)"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("certs dev: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

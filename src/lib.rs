@@ -17,6 +17,9 @@
 //!   (`portcullis certs`), rustls server and client configurations built by
 //!   hand (ring provider, TLS 1.3, client certificates required, no 0-RTT),
 //!   and the role and identity a client certificate carries.
+//! - [`keys`]: the keys directory (`--keys DIR`): HKDF-derived keys per
+//!   purpose, identifier pseudonyms (HMAC-SHA256) and sealed values
+//!   (AES-256-GCM, key id on each), sealing-key rotation.
 //! - [`transport`]: the wire contract's framing (sans-IO codec).
 //! - [`server`]: `portcullis serve`, the QUIC runtime around
 //!   [`transport::service`]: endpoint, streams, the engine thread, limits,
@@ -36,6 +39,7 @@ pub mod contract;
 pub mod engine;
 pub mod explain;
 pub mod history;
+pub mod keys;
 pub mod loadgen;
 pub mod replay;
 pub mod rules;

@@ -7,6 +7,7 @@ mod contract;
 mod explain;
 mod fuzz_corpus;
 mod generate;
+mod keys;
 mod loadgen;
 mod props;
 mod replay_cases;

@@ -578,9 +578,22 @@ fn certs_commands_write_files_and_exit_with_the_right_codes() {
         .expect("run certs dev");
     assert!(dev.status.success(), "{dev:?}");
     let stdout = String::from_utf8_lossy(&dev.stdout);
-    for f in tls::DEV_FILES {
+    for f in tls::DEV_FILES
+        .iter()
+        .chain(&portcullis::keys::DEV_KEY_FILES)
+    {
         assert!(stdout.contains(f), "{f} in {stdout}");
     }
+    let written = stdout.lines().filter(|l| l.starts_with("wrote ")).count();
+    assert_eq!(written, tls::DEV_FILES.len() + 2, "{stdout}");
+    for f in portcullis::keys::DEV_KEY_FILES {
+        let mode = std::fs::metadata(out.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    assert!(portcullis::keys::Keys::load(&out).is_ok());
     assert!(!stdout.contains("PRIVATE KEY"));
     let again = Command::new(BIN)
         .args(["certs", "dev", "--out"])
