@@ -162,6 +162,8 @@ pub struct FileConfig {
     pub tls_dir: Option<PathBuf>,
     pub rules: Option<PathBuf>,
     pub crl: Option<PathBuf>,
+    /// The keys directory (`src/keys.rs`).
+    pub keys: Option<PathBuf>,
     /// NAME = FILE.
     pub lists: BTreeMap<String, PathBuf>,
     pub limits: Limits,
@@ -187,6 +189,9 @@ pub struct Config {
     pub tls_dir: PathBuf,
     pub rules: Option<PathBuf>,
     pub crl: Option<PathBuf>,
+    /// The keys directory; without one, [`crate::server::keys_for`] looks
+    /// further.
+    pub keys: Option<PathBuf>,
     pub lists: Vec<(String, PathBuf)>,
     pub limits: Limits,
 }
@@ -201,6 +206,7 @@ impl Config {
             tls_dir: tls_dir.to_path_buf(),
             rules: None,
             crl: None,
+            keys: None,
             lists: Vec::new(),
             limits: Limits::default(),
         }
@@ -234,7 +240,7 @@ mod tests {
             limits.keys().collect::<Vec<_>>(),
             defaults.keys().collect::<Vec<_>>()
         );
-        for key in ["quic", "data", "tls_dir", "rules", "crl"] {
+        for key in ["quic", "data", "tls_dir", "rules", "crl", "keys"] {
             assert!(
                 SHIPPED.contains(&format!("# {key} = ")),
                 "{key} is documented"

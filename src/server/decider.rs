@@ -25,13 +25,13 @@
 //! sees half of one.
 
 use crate::engine::{Alert, Engine};
+use crate::keys::{IdKind, Keys};
 use crate::server::alerts::AlertStore;
 use crate::server::clock::Clock;
 use crate::server::config::Limits;
 use crate::tls::Peer;
 use crate::transport::service::{Service, Step, Waiting};
 use crate::transport::wire::{self, WireCode};
-use ring::hmac;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -73,9 +73,9 @@ struct Core {
     /// Shutting down: awaits answer at once with the current decision.
     closing: bool,
     alerts: Arc<AlertStore>,
-    /// Keys the line pseudonyms alerts are logged with: no identifier is
-    /// ever logged in clear.
-    log_key: hmac::Key,
+    /// Keys the line pseudonyms alerts are logged with (the store's own
+    /// pseudonyms): no identifier is ever logged in clear.
+    keys: Arc<Keys>,
 }
 
 /// A stream counted toward `queue_requests_max` until dropped.
@@ -108,7 +108,7 @@ impl Decider {
         clock: Arc<dyn Clock>,
         limits: &Limits,
         alerts: Arc<AlertStore>,
-        log_key: hmac::Key,
+        keys: Arc<Keys>,
     ) -> Decider {
         Decider {
             core: Mutex::new(Core {
@@ -118,7 +118,7 @@ impl Decider {
                 waiters: Waiters::default(),
                 closing: false,
                 alerts,
-                log_key,
+                keys,
             }),
             in_progress: Arc::new(AtomicUsize::new(0)),
             queue_requests_max: limits.queue_requests_max,
@@ -272,11 +272,11 @@ impl Core {
     }
 
     fn raise(&mut self, alert: Alert) {
-        let tag = hmac::sign(&self.log_key, alert.msisdn.to_string().as_bytes());
-        let line: String = tag.as_ref()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let mut line = self
+            .keys
+            .pseudonym(IdKind::Msisdn, &alert.msisdn.to_string())
+            .to_hex();
+        line.truncate(16);
         tracing::warn!(
             alert = Alert::KIND,
             line = %line,

@@ -22,6 +22,7 @@ pub mod decider;
 pub use config::{Config, ConfigError, FileConfig, Limits, quic_transport};
 
 use crate::engine::{Engine, EngineLimits, FingerprintKey};
+use crate::keys::Keys;
 use crate::rules::CompiledRules;
 use crate::transport::service::Service;
 use alerts::AlertStore;
@@ -63,6 +64,9 @@ pub struct ServeOptions {
     /// refused in the handshake.
     #[arg(long)]
     pub crl: Option<PathBuf>,
+    /// The keys directory (`pseudonym.key`, `seal-<ID>.key`, mode 0600).
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
     /// A TOML config file (see `deploy/serve.toml` for every key).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -75,6 +79,8 @@ pub enum ServeError {
     Config(String),
     /// The TLS files are missing, unreadable or invalid.
     Tls(crate::tls::TlsError),
+    /// The keys are missing, unreadable, shared with others or invalid.
+    Keys(String),
     /// The address cannot be bound (in use, not local, not permitted).
     Bind {
         addr: SocketAddr,
@@ -87,6 +93,7 @@ impl std::fmt::Display for ServeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServeError::Config(m) | ServeError::Io(m) => f.write_str(m),
+            ServeError::Keys(m) => write!(f, "keys: {m}"),
             ServeError::Tls(e) => write!(f, "TLS: {e}"),
             ServeError::Bind { addr, error } => write!(f, "cannot bind quic={addr}: {error}"),
         }
@@ -131,6 +138,7 @@ impl Config {
             tls_dir,
             rules: o.rules.clone().or(file.rules),
             crl: o.crl.clone().or(file.crl),
+            keys: o.keys.clone().or(file.keys),
             lists,
             limits: file.limits,
         })
@@ -197,6 +205,61 @@ fn read_list(path: &Path) -> Result<Vec<String>, String> {
 /// `shutdown_grace_ms`.
 pub const SHUTDOWN_LINGER: Duration = Duration::from_millis(50);
 
+/// Where the service's keys came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `--keys DIR` or `keys` in the config.
+    Dir(PathBuf),
+    /// `$CREDENTIALS_DIRECTORY` (systemd's credentials).
+    Credentials(PathBuf),
+    /// The development keys `certs dev` wrote into the TLS directory.
+    Development(PathBuf),
+    /// None found: keys drawn for this process alone.
+    Ephemeral,
+}
+
+/// The service's keys: `--keys DIR`; else systemd's
+/// `$CREDENTIALS_DIRECTORY` when it holds `pseudonym.key`; else the
+/// development keys in the TLS directory; else keys for this process alone.
+/// A key source that is there but unusable (a key readable by others, bad
+/// contents) is an error, never skipped.
+pub fn keys_for(config: &Config) -> Result<(Keys, KeySource), ServeError> {
+    let load = |dir: &Path| Keys::load(dir).map_err(|e| ServeError::Keys(e.to_string()));
+    if let Some(dir) = &config.keys {
+        return Ok((load(dir)?, KeySource::Dir(dir.clone())));
+    }
+    let found = |dir: &Path| dir.join(crate::keys::PSEUDONYM_FILE).exists();
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from)
+        && found(&dir)
+    {
+        return Ok((load(&dir)?, KeySource::Credentials(dir)));
+    }
+    if found(&config.tls_dir) {
+        return Ok((
+            load(&config.tls_dir)?,
+            KeySource::Development(config.tls_dir.clone()),
+        ));
+    }
+    let keys = Keys::random().map_err(|e| ServeError::Keys(e.to_string()))?;
+    Ok((keys, KeySource::Ephemeral))
+}
+
+fn log_key_source(source: &KeySource) {
+    match source {
+        KeySource::Dir(d) => tracing::info!(keys = %d.display(), "keys loaded"),
+        KeySource::Credentials(d) => {
+            tracing::info!(keys = %d.display(), "keys loaded from the credentials directory")
+        }
+        KeySource::Development(d) => tracing::warn!(
+            keys = %d.display(),
+            "using the development keys in the TLS directory: give --keys DIR outside it in production"
+        ),
+        KeySource::Ephemeral => tracing::warn!(
+            "no keys (--keys DIR, $CREDENTIALS_DIRECTORY, or development keys in the TLS directory): using keys for this process alone, so pseudonyms in the log change at every start"
+        ),
+    }
+}
+
 /// A running service.
 pub struct Server {
     addr: SocketAddr,
@@ -225,20 +288,21 @@ impl Server {
         config.limits.check().map_err(|e| ServeError::Config(e.0))?;
         let loaded = load(&config).map_err(ServeError::Config)?;
         let quinn_config = config.quinn_server().map_err(ServeError::Tls)?;
+        let (keys, source) = keys_for(&config)?;
+        log_key_source(&source);
         let engine = engine_for(loaded)?;
         let endpoint = bind(&config, quinn_config)?;
         let addr = endpoint
             .local_addr()
             .map_err(|e| ServeError::Io(format!("the bound address: {e}")))?;
         let alerts = Arc::new(AlertStore::new(config.limits.alerts_kept_max));
-        let log_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &random_bytes::<32>()?);
         let service = Service::new(engine, config.limits.await_timeout_ms_max);
         let decider = Arc::new(Decider::new(
             service,
             clock,
             &config.limits,
             alerts.clone(),
-            log_key,
+            Arc::new(keys),
         ));
         let shared = Arc::new(Shared {
             decider: decider.clone(),

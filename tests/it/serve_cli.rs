@@ -439,3 +439,48 @@ fn call_tries_the_service_by_hand() {
     let (status, _) = s.wait();
     assert!(status.success());
 }
+
+/// Where the keys come from is logged; a key readable by others is refused.
+#[test]
+fn serve_says_where_its_keys_come_from() {
+    let tls_dir = pki("keys");
+    let tls = tls_dir.to_str().expect("UTF-8");
+    // No keys anywhere: keys for this process alone, with a warning.
+    let mut s = Serving::start(&["--quic", "127.0.0.1:0", "--tls-dir", tls]);
+    s.addr();
+    let line = s.wait_for("keys");
+    assert!(
+        line.contains("WARN") && line.contains("this process alone"),
+        "{line}"
+    );
+    s.signal("-TERM");
+    s.wait();
+    // Development keys beside the certificates: used, with a warning.
+    portcullis::keys::write_dev_keys(&tls_dir).expect("dev keys");
+    let mut s = Serving::start(&["--quic", "127.0.0.1:0", "--tls-dir", tls]);
+    s.addr();
+    let line = s.wait_for("development keys");
+    assert!(line.contains("WARN"), "{line}");
+    s.signal("-TERM");
+    s.wait();
+    // --keys: a directory of its own; a key others can read is refused.
+    let keys = tls_dir.with_file_name("keys");
+    std::fs::create_dir_all(&keys).expect("mkdir");
+    portcullis::keys::write_dev_keys(&keys).expect("keys");
+    let dir = keys.to_str().expect("UTF-8");
+    let mut s = Serving::start(&["--quic", "127.0.0.1:0", "--tls-dir", tls, "--keys", dir]);
+    s.addr();
+    let line = s.wait_for("keys loaded");
+    assert!(line.contains("INFO"), "{line}");
+    s.signal("-TERM");
+    s.wait();
+    use std::os::unix::fs::PermissionsExt;
+    let seal = keys.join("seal-1.key");
+    std::fs::set_permissions(&seal, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, err) = run_to_exit(&["--quic", "127.0.0.1:0", "--tls-dir", tls, "--keys", dir]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("seal-1.key") && err.contains("chmod 600"),
+        "{err}"
+    );
+}
