@@ -20,6 +20,10 @@
 //! - [`keys`]: the keys directory (`--keys DIR`): HKDF-derived keys per
 //!   purpose, identifier pseudonyms (HMAC-SHA256) and sealed values
 //!   (AES-256-GCM, key id on each), sealing-key rotation.
+//! - [`store`]: the durable store's narrow interface (`Store`, `Batch`,
+//!   `Table`), its redb and in-memory backends, and the group-commit writer
+//!   that acknowledges a batch only once it and every earlier one are on
+//!   disk.
 //! - [`transport`]: the wire contract's framing (sans-IO codec).
 //! - [`server`]: `portcullis serve`, the QUIC runtime around
 //!   [`transport::service`]: endpoint, streams, the engine thread, limits,
@@ -44,6 +48,7 @@ pub mod loadgen;
 pub mod replay;
 pub mod rules;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod traffic;
 pub mod transport;

@@ -14,6 +14,7 @@ mod replay_cases;
 mod rules_edit;
 mod serve;
 mod serve_cli;
+mod store;
 mod support;
 mod tidy;
 mod tls;
