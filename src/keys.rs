@@ -63,8 +63,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::{aead, hkdf, hmac};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -581,26 +581,13 @@ fn write_new_key(path: &Path, rng: &SystemRandom) -> Result<(), KeyError> {
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    let write_err = |source| KeyError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(KEY_MODE)
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == io::ErrorKind::AlreadyExists {
-                KeyError::Exists {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                write_err(source)
-            }
-        })?;
-    f.write_all(bytes).map_err(write_err)?;
-    f.sync_all().map_err(write_err)
+    crate::tls::create_new_file(path, bytes, KEY_MODE).map_err(|source| {
+        let path = path.to_path_buf();
+        match source.kind() {
+            io::ErrorKind::AlreadyExists => KeyError::Exists { path },
+            _ => KeyError::Write { path, source },
+        }
+    })
 }
 
 /// Refuses if any of [`DEV_KEY_FILES`] exists in `dir` (a dangling link

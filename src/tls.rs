@@ -950,28 +950,27 @@ fn refuse_existing(path: &Path) -> Result<(), TlsError> {
 }
 
 /// Creates a new file with its final mode (a key is never readable by
-/// others, not even for a moment) and never replaces an existing one.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let write_err = |source| TlsError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+/// others, not even for a moment), never replacing an existing one
+/// (`io::ErrorKind::AlreadyExists`), synced before it counts as written.
+/// The keys module writes its key files with it too.
+pub(crate) fn create_new_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == io::ErrorKind::AlreadyExists {
-                TlsError::Exists {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                write_err(source)
-            }
-        })?;
-    f.write_all(bytes).map_err(write_err)?;
-    f.sync_all().map_err(write_err)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    create_new_file(path, bytes, mode).map_err(|source| {
+        let path = path.to_path_buf();
+        match source.kind() {
+            io::ErrorKind::AlreadyExists => TlsError::Exists { path },
+            _ => TlsError::Write { path, source },
+        }
+    })
 }
 
 /// Writes a development PKI into `out` (created if needed): the ten

@@ -193,7 +193,7 @@ async fn serve_stream(
         loop {
             let used = decoder.push(rest);
             rest = &rest[used..];
-            let fatal = read_frames(&mut decoder, peer, shared, &mut answers).await;
+            let fatal = read_frames(&mut decoder, peer, shared, &mut answers);
             if write_answers(&mut send, &mut answers, &mut out, shared)
                 .await
                 .is_err()
@@ -215,7 +215,7 @@ async fn serve_stream(
 
 /// Decides every whole frame the decoder holds, in order; true after a
 /// bad length prefix (the stream is to be finished).
-async fn read_frames(
+fn read_frames(
     decoder: &mut FrameDecoder,
     peer: &Peer,
     shared: &Shared,

@@ -174,7 +174,7 @@ impl Decider {
     /// Shutting down: answers every waiting `await` now with its current
     /// decision, so that no answer in flight waits out its timeout.
     /// Awaits read from then on answer at once too.
-    pub async fn release_awaits(&self) {
+    pub fn release_awaits(&self) {
         let mut core = self.core();
         core.closing = true;
         core.release_all();

@@ -366,7 +366,7 @@ impl Server {
         let deadline = tokio::time::Instant::now() + self.config.limits.shutdown_grace();
         self.endpoint.set_server_config(None);
         let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout_at(deadline, self.decider.release_awaits()).await;
+        self.decider.release_awaits();
         drop(self.in_flight);
         let clean = tokio::time::timeout_at(deadline, self.all_done.recv())
             .await

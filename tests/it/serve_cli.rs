@@ -198,71 +198,59 @@ fn serve_logs_its_address_answers_and_stops_on_sigterm() {
 fn serve_exits_non_zero_with_a_clear_message() {
     let tls_dir = pki("errors");
     let tls = tls_dir.to_str().expect("UTF-8");
-    // A bad config.
-    let cfg = tls_dir.with_file_name("bad.toml");
-    std::fs::write(&cfg, "[limits]\nframe_bytes_max = 1\n").expect("write");
-    let (code, err) = run_to_exit(&[
-        "--quic",
-        "127.0.0.1:0",
-        "--tls-dir",
-        tls,
-        "--config",
-        cfg.to_str().expect("UTF-8"),
-    ]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("limits.frame_bytes_max"), "{err}");
-    let cfg2 = tls_dir.with_file_name("typo.toml");
-    std::fs::write(&cfg2, "[limits]\nframe_bytes = 100\n").expect("write");
-    let (code, err) = run_to_exit(&[
-        "--quic",
-        "127.0.0.1:0",
-        "--tls-dir",
-        tls,
-        "--config",
-        cfg2.to_str().expect("UTF-8"),
-    ]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("frame_bytes"), "{err}");
-    // No address.
-    let (code, err) = run_to_exit(&["--tls-dir", tls]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("--quic"), "{err}");
-    // A missing key.
+    let file = |name: &str, text: &str| -> String {
+        let path = tls_dir.with_file_name(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("UTF-8").to_string()
+    };
+    let bad_config = file("bad.toml", "[limits]\nframe_bytes_max = 1\n");
+    let typo_config = file("typo.toml", "[limits]\nframe_bytes = 100\n");
+    let broken_rules = file("broken.rules", "rule x: nonsense\n");
+    // A TLS directory whose server key is missing.
     let no_key = tls_dir.with_file_name("nokey");
     std::fs::create_dir_all(&no_key).expect("mkdir");
     for f in ["ca.pem", "server.pem"] {
         std::fs::copy(tls_dir.join(f), no_key.join(f)).expect("copy");
     }
-    let (code, err) = run_to_exit(&[
-        "--quic",
-        "127.0.0.1:0",
-        "--tls-dir",
-        no_key.to_str().expect("UTF-8"),
-    ]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("server.key"), "{err}");
-    // A broken rules file.
-    let rules = tls_dir.with_file_name("broken.rules");
-    std::fs::write(&rules, "rule x: nonsense\n").expect("write");
-    let (code, err) = run_to_exit(&[
-        "--quic",
-        "127.0.0.1:0",
-        "--tls-dir",
-        tls,
-        "--rules",
-        rules.to_str().expect("UTF-8"),
-    ]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("broken.rules"), "{err}");
+    let no_key = no_key.to_str().expect("UTF-8");
     // An address in use.
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let addr = taken.local_addr().expect("addr").to_string();
-    let (code, err) = run_to_exit(&["--quic", &addr, "--tls-dir", tls]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains(&addr) && err.to_lowercase().contains("in use"),
-        "{err}"
-    );
+    let in_use = taken.local_addr().expect("addr").to_string();
+    let any = "127.0.0.1:0";
+    let cases: [(&[&str], i32, &[&str]); 6] = [
+        (
+            &["--quic", any, "--tls-dir", tls, "--config", &bad_config],
+            2,
+            &["limits.frame_bytes_max"],
+        ),
+        (
+            &["--quic", any, "--tls-dir", tls, "--config", &typo_config],
+            2,
+            &["frame_bytes"],
+        ),
+        (&["--tls-dir", tls], 2, &["--quic"]),
+        (&["--quic", any, "--tls-dir", no_key], 1, &["server.key"]),
+        (
+            &["--quic", any, "--tls-dir", tls, "--rules", &broken_rules],
+            2,
+            &["broken.rules"],
+        ),
+        (
+            &["--quic", &in_use, "--tls-dir", tls],
+            1,
+            &[&in_use, "in use"],
+        ),
+    ];
+    for (args, want, says) in cases {
+        let (code, err) = run_to_exit(args);
+        assert_eq!(code, Some(want), "{args:?}: {err}");
+        for s in says {
+            assert!(
+                err.to_lowercase().contains(&s.to_lowercase()),
+                "{args:?}: {err}"
+            );
+        }
+    }
 }
 
 /// SIGHUP reloads rules and lists between two requests while load runs:
