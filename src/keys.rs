@@ -106,17 +106,27 @@ pub enum IdKind {
     Iccid,
     Eid,
     Account,
+    /// A care agent: not a subscriber's identifier, but who worked whose
+    /// line is kept under a pseudonym all the same.
+    Agent,
+    /// A retail store.
+    Store,
+    /// A value of a list (`NAME`, a 0 byte, the value's key in hex).
+    ListValue,
 }
 
 impl IdKind {
     /// Every kind, in the order of their keys.
-    pub const ALL: [IdKind; 6] = [
+    pub const ALL: [IdKind; 9] = [
         IdKind::Msisdn,
         IdKind::Imsi,
         IdKind::Imei,
         IdKind::Iccid,
         IdKind::Eid,
         IdKind::Account,
+        IdKind::Agent,
+        IdKind::Store,
+        IdKind::ListValue,
     ];
 
     /// The kind's name, as in the contract's field names and the HKDF info.
@@ -128,6 +138,9 @@ impl IdKind {
             IdKind::Iccid => "iccid",
             IdKind::Eid => "eid",
             IdKind::Account => "account",
+            IdKind::Agent => "agent",
+            IdKind::Store => "store",
+            IdKind::ListValue => "list_value",
         }
     }
 
@@ -273,7 +286,11 @@ impl std::error::Error for KeyError {
 /// loaded, never their bytes.
 pub struct Keys {
     /// One HMAC key per [`IdKind`], in the order of [`IdKind::ALL`].
-    pseudonym: [hmac::Key; 6],
+    pseudonym: [hmac::Key; IdKind::ALL.len()],
+    /// The key request ids' records are keyed and fingerprinted under,
+    /// derived from the pseudonym master: stable across restarts, so a
+    /// retry after one finds its record.
+    records: [u8; 16],
     /// Sealing keys by generation ID.
     seal: BTreeMap<u32, aead::LessSafeKey>,
     /// The ID new values are sealed under: the highest loaded.
@@ -344,12 +361,20 @@ impl Keys {
         // Invariant: callers pass at least one sealing key (checked in
         // `load` and `from_secrets`; `random` makes one).
         let seal_id = *seal.keys().next_back().expect("a sealing key");
+        let records: Bytes16 = expand(&prk, RECORDS_INFO, Bytes16Len);
         Keys {
             pseudonym,
+            records: records.0,
             seal,
             seal_id,
             rng: SystemRandom::new(),
         }
+    }
+
+    /// The key request ids' records are keyed and fingerprinted under
+    /// (`engine::FingerprintKey`).
+    pub fn records_key(&self) -> [u8; 16] {
+        self.records
     }
 
     /// The pseudonym of `value` as an identifier of `kind`.
@@ -438,6 +463,28 @@ fn associated_data(prefix: &[u8], aad: &[u8]) -> Vec<u8> {
     ad.extend_from_slice(prefix);
     ad.extend_from_slice(aad);
     ad
+}
+
+/// HKDF info of the records key.
+const RECORDS_INFO: &[u8] = b"portcullis/v1/records";
+
+/// 16 bytes of HKDF output.
+struct Bytes16([u8; 16]);
+struct Bytes16Len;
+
+impl hkdf::KeyType for Bytes16Len {
+    fn len(&self) -> usize {
+        16
+    }
+}
+
+impl From<hkdf::Okm<'_, Bytes16Len>> for Bytes16 {
+    fn from(okm: hkdf::Okm<'_, Bytes16Len>) -> Bytes16 {
+        let mut b = [0u8; 16];
+        // Invariant: the output length is the type's, 16.
+        okm.fill(&mut b).expect("16 bytes of HKDF output");
+        Bytes16(b)
+    }
 }
 
 fn extract(master: &[u8; 32]) -> hkdf::Prk {

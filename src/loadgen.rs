@@ -423,6 +423,11 @@ impl Peak {
     }
 }
 
+/// p99 at 2x the peak over p99 at 80% of it.
+fn overload_ratio(runs: Option<&(Report, Report)>) -> Option<f64> {
+    runs.and_then(|(at80, at2x)| ratio(p99(at2x), p99(at80)))
+}
+
 /// What `--find-peak` measured.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -434,6 +439,10 @@ pub struct Found {
     pub half: Option<(Report, Report)>,
     /// The gateway at 80% and at twice its peak.
     pub overload: Option<(Report, Report)>,
+    /// The echo server at 80% and at twice its own peak: the overload
+    /// baseline, what the QUIC stack and the load generator alone do when
+    /// offered twice what they can carry.
+    pub echo_overload: Option<(Report, Report)>,
 }
 
 impl Found {
@@ -447,9 +456,12 @@ impl Found {
 
     /// p99 at 2x over p99 at 80% (target at most 2).
     pub fn overload_p99_ratio(&self) -> Option<f64> {
-        self.overload
-            .as_ref()
-            .and_then(|(at80, at2x)| ratio(p99(at2x), p99(at80)))
+        overload_ratio(self.overload.as_ref())
+    }
+
+    /// The same ratio for the echo server at its own peak.
+    pub fn echo_overload_p99_ratio(&self) -> Option<f64> {
+        overload_ratio(self.echo_overload.as_ref())
     }
 
     /// Whether every request not accepted at 2x was shed as the contract
@@ -491,6 +503,17 @@ impl Found {
                 "at_2x": at2x.to_json(),
             })
         });
+        let echo_overload = self.echo_overload.as_ref().map(|(at80, at2x)| {
+            json!({
+                "rate_80": at80.offered_rate,
+                "p99_80_us": at80.p99(),
+                "rate_2x": at2x.offered_rate,
+                "p99_2x_us": at2x.p99(),
+                "p99_ratio": self.echo_overload_p99_ratio(),
+                "at_80": at80.to_json(),
+                "at_2x": at2x.to_json(),
+            })
+        });
         json!({
             "mode": "find_peak",
             "criteria": {"keep_up_share": peak::KEEP_UP_SHARE, "p99_us_max": peak::P99_US_MAX},
@@ -503,6 +526,7 @@ impl Found {
             "peak_ratio_ok": self.peak_ratio().map(|r| r >= PEAK_RATIO_MIN),
             "half_peak": half,
             "overload": overload,
+            "echo_overload": echo_overload,
         })
     }
 
@@ -573,8 +597,34 @@ impl Found {
                 yes(self.shed_cleanly())
             ));
         }
+        if let Some((at80, at2x)) = &self.echo_overload {
+            s.push_str(&format!(
+                "echo overload (baseline): p99 {} at 80% ({:.0}/s), {} at 2x ({:.0}/s), ratio {}\n",
+                us(at80.p99()),
+                at80.offered_rate,
+                us(at2x.p99()),
+                at2x.offered_rate,
+                num(self.echo_overload_p99_ratio()),
+            ));
+        }
         s.trim_end().to_string()
     }
+}
+
+/// Runs `target` at 80% and at twice `peak`, settling between.
+async fn overload(
+    bench: &mut Bench,
+    target: &Target,
+    peak: f64,
+    repeats: usize,
+) -> Result<(Report, Report), String> {
+    tokio::time::sleep(SETTLE).await;
+    let at80 = bench
+        .run_median(target, (peak * 0.8).round().max(1.0), repeats)
+        .await?;
+    tokio::time::sleep(SETTLE).await;
+    let at2x = bench.run_median(target, (peak * 2.0).round(), repeats).await?;
+    Ok((at80, at2x))
 }
 
 /// Searches one target's peak from `--rate` up to `--rate-max`.
@@ -612,23 +662,17 @@ async fn find_peak(bench: &mut Bench, o: &LoadgenOptions) -> Result<Found, Strin
             }
             None => None,
         };
-        Ok::<_, String>((echo, half))
+        let echo_overload = match echo.peak {
+            Some(p) => Some(overload(bench, &echo_target, p, o.repeats).await?),
+            None => None,
+        };
+        Ok::<_, String>((echo, half, echo_overload))
     }
     .await;
     stop_echo(handle).await;
-    let (echo, half) = measured?;
+    let (echo, half, echo_overload) = measured?;
     let overload = match gateway.peak {
-        Some(p) => {
-            tokio::time::sleep(SETTLE).await;
-            let at80 = bench
-                .run_median(&gateway_target, (p * 0.8).round().max(1.0), o.repeats)
-                .await?;
-            tokio::time::sleep(SETTLE).await;
-            let at2x = bench
-                .run_median(&gateway_target, (p * 2.0).round(), o.repeats)
-                .await?;
-            Some((at80, at2x))
-        }
+        Some(p) => Some(overload(bench, &gateway_target, p, o.repeats).await?),
         None => None,
     };
     Ok(Found {
@@ -638,5 +682,6 @@ async fn find_peak(bench: &mut Bench, o: &LoadgenOptions) -> Result<Found, Strin
         echo,
         half,
         overload,
+        echo_overload,
     })
 }

@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 use crate::history::Map;
 
+pub mod persist;
+pub use persist::{AdmitError, Changes, RECORD_BYTES, record_key};
+
 /// The most lines (and accounts) [`Engine::reserve`] makes room for.
 const RESERVED_SUBSCRIBERS_MAX: usize = 16_000_000;
 
@@ -303,6 +306,10 @@ pub struct Engine {
     /// the current ruleset while it changes the state, without counting a
     /// reference per event.
     state: State,
+    /// How states written under an older ruleset are laid out by the
+    /// current one, by the older ruleset's index: computed on the first
+    /// state read back from it, dropped when the current ruleset changes.
+    layouts: Map<u32, (Vec<Option<u16>>, Vec<usize>)>,
 }
 
 /// What the engine keeps and changes.
@@ -325,6 +332,13 @@ struct State {
     fingerprint_key: FingerprintKey,
     /// The secret of record keys ([`IdKey::of`]).
     id_secret: Option<[u8; 16]>,
+    /// Whether records and holds changed are noted for the store.
+    tracking: bool,
+    /// Records written since the last `take_changes`.
+    record_changes: Vec<(IdKey, Record)>,
+    /// Holds put (with their number and canonical form) or gone since the
+    /// last `take_changes`.
+    hold_changes: Vec<(IdKey, Option<u64>)>,
 }
 
 impl Engine {
@@ -357,7 +371,11 @@ impl Engine {
                 scratch: Vec::with_capacity(512),
                 id_secret: id_secret(&fingerprint_key),
                 fingerprint_key,
+                tracking: false,
+                record_changes: Vec::new(),
+                hold_changes: Vec::new(),
             },
+            layouts: Map::default(),
         }
     }
 
@@ -520,6 +538,7 @@ impl Engine {
         }
         // Else the ruleset kept at `index` equals `new`: it stays, `new` goes.
         let new = Arc::clone(&self.rulesets[index]);
+        self.layouts.clear();
         let map = SeriesMap::between(&old.series, &new.series);
         let caps_shrink = new.limits.series_items_max < old.limits.series_items_max
             || new.limits.ever_items_max < old.limits.ever_items_max;
@@ -539,6 +558,17 @@ impl Engine {
             entries_dropped: walked.entries_dropped,
             ..Reloaded::default()
         }
+    }
+
+    /// Makes `stored` the rulesets kept, in their order (index `i` is
+    /// `stored[i]`), the last one deciding: an engine over a store starts
+    /// with the rulesets its records name, before any event, then loads
+    /// the configured rules with [`Engine::reload`].
+    pub fn restore_rulesets(&mut self, stored: Vec<Arc<CompiledRules>>) {
+        assert!(!stored.is_empty() && stored.len() <= RULESETS_MAX);
+        self.current = stored.len() - 1;
+        self.rulesets = stored;
+        self.layouts.clear();
     }
 
     /// Drops windowed history that no loaded rule can read any more.
@@ -894,6 +924,9 @@ impl State {
             };
             if self.holds.get(&old).is_some_and(|h| h.seq == seq) {
                 self.holds.remove(&old);
+                if self.tracking {
+                    self.hold_changes.push((old, None));
+                }
             }
         }
         if self.hold_order.len() > 2 * self.holds.len() + 1024 {
@@ -919,8 +952,14 @@ impl State {
             };
             self.holds.insert(key, held);
             self.hold_order.push_back((key, seq));
+            if self.tracking {
+                self.hold_changes.push((key, Some(seq)));
+            }
         }
         self.records.insert(key, r, &self.holds);
+        if self.tracking {
+            self.record_changes.push((key, r));
+        }
     }
 
     fn decide(
@@ -1043,6 +1082,13 @@ impl State {
         let outcome = if pass { Outcome::Allow } else { Outcome::Deny };
         if let Some(r) = self.records.get_mut(key).filter(|r| !r.is_signal()) {
             r.outcome = outcome;
+            if self.tracking {
+                let r = *r;
+                self.record_changes.push((key, r));
+            }
+        }
+        if self.tracking {
+            self.hold_changes.push((key, None));
         }
         if pass {
             let subject = Subject {

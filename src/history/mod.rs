@@ -17,6 +17,9 @@ use crate::rules::{CompiledRules, Entity, Keep, Query, Series, Subject, Val, key
 use hashbrown::{HashMap, HashSet};
 use smallvec::SmallVec;
 
+pub mod persist;
+pub use persist::{EntityId, ListChange};
+
 /// Fast, seeded, deterministic hashing (foldhash): the core draws no
 /// randomness, and a replay must behave the same on every run.
 pub(crate) type Hasher = foldhash::fast::FixedState;
@@ -429,6 +432,13 @@ pub struct History {
     devices: Map<u128, EntityState>,
     by_token: [Map<TokKey, EntityState>; 3],
     lists: Map<Box<str>, HashSet<u128, Hasher>>,
+    /// Whether changes are noted (a service with a store): see
+    /// [`History::track_changes`].
+    tracking: bool,
+    /// Entities whose state changed since the last `take_changes`.
+    dirty: Vec<EntityId>,
+    /// List values changed since the last `take_changes`, in order.
+    list_changes: Vec<ListChange>,
 }
 
 /// The entity states a decision reads, looked up once per decision.
@@ -591,6 +601,13 @@ impl History {
         if admitted.is_empty() {
             return;
         }
+        if self.tracking {
+            for (slot, n) in needed.iter().enumerate() {
+                if *n {
+                    self.note(subject.event, slot);
+                }
+            }
+        }
         let mut states = self.states_mut(subject, needed);
         for &(si, value) in &admitted {
             let s = &rules.series[si as usize];
@@ -638,6 +655,7 @@ impl History {
         imsi: Imsi,
         imei: Imei,
     ) -> (Option<bool>, SimSeen) {
+        self.note_line(msisdn);
         let line = self.lines.entry(msisdn.as_u128()).or_default();
         let state = &line.state;
         let new_device = rules
@@ -649,6 +667,7 @@ impl History {
     /// A completed SIM change: the line now expects `imsi`, or, without one,
     /// waits for the network to show the new SIM.
     pub fn sim_change_completed(&mut self, msisdn: Msisdn, imsi: Option<Imsi>) {
+        self.note_line(msisdn);
         let line = self.lines.entry(msisdn.as_u128()).or_default();
         line.sim = match imsi {
             Some(i) => i.key64(),
@@ -673,6 +692,7 @@ impl History {
             });
         }
         set.insert(key);
+        self.note_list(list, key, true);
         Ok(())
     }
 
@@ -686,6 +706,7 @@ impl History {
         if let Some(set) = self.lists.get_mut(list) {
             set.remove(&key);
         }
+        self.note_list(list, key, false);
         Ok(())
     }
 
@@ -697,12 +718,7 @@ impl History {
     /// every entity once: a reload's cost, paid only when series numbers
     /// change (see [`crate::engine::Engine::reload`]).
     pub fn renumber(&mut self, old_to_new: &[Option<u16>], new: &CompiledRules) -> Renumbered {
-        let caps: Vec<usize> = new
-            .series
-            .iter()
-            .map(|s| series_cap(s.keep, &new.limits))
-            .collect();
-        self.renumber_capped(old_to_new, &caps)
+        self.renumber_capped(old_to_new, &series_caps(new))
     }
 
     /// [`History::renumber`], given the new series' caps.
@@ -845,6 +861,15 @@ fn append(
         Keep::Ever => state.ever_insert(si, entry, limits.ever_items_max),
         Keep::Latest => state.set_latest(si, entry),
     }
+}
+
+/// The most entries one entity keeps in each series of `rules`.
+pub fn series_caps(rules: &CompiledRules) -> Vec<usize> {
+    rules
+        .series
+        .iter()
+        .map(|s| series_cap(s.keep, &rules.limits))
+        .collect()
 }
 
 /// The most entries one entity keeps in a series kept as `keep`.

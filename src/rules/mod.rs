@@ -136,6 +136,11 @@ impl fmt::Display for RuleError {
 /// A ruleset ready to decide: rules in file order plus the history plan.
 #[derive(Debug, Clone)]
 pub struct CompiledRules {
+    /// The file it was compiled from, as named, and its source: a store
+    /// keeps both, so that after a restart a record this ruleset decided is
+    /// answered by it again.
+    pub file: String,
+    pub source: std::sync::Arc<str>,
     pub label: String,
     /// The first 16 hex digits of the source's SHA-256: names this exact version.
     pub hash: String,
@@ -237,6 +242,8 @@ impl CompiledRules {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        built.file = file.to_string();
+        built.source = src.into();
         built.label = ast.label.clone().unwrap_or_else(|| {
             std::path::Path::new(file)
                 .file_stem()
@@ -265,6 +272,8 @@ impl CompiledRules {
             .map(|k| Plan::of(HKind(k as u8), &built.rules, &built.queries))
             .collect();
         Ok(CompiledRules {
+            file: String::new(),
+            source: "".into(),
             label: String::new(),
             hash: String::new(),
             rules: built.rules,

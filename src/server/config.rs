@@ -71,6 +71,17 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
 
+/// The store kinds `--store` names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded redb file `portcullis.redb` in the data directory.
+    #[default]
+    Redb,
+    /// In memory: lost at exit (tests and benchmarks).
+    Memory,
+}
+
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -159,6 +170,7 @@ pub fn quic_transport(limits: &Limits) -> quinn::TransportConfig {
 pub struct FileConfig {
     pub quic: Option<SocketAddr>,
     pub data: Option<PathBuf>,
+    pub store: Option<StoreKind>,
     pub tls_dir: Option<PathBuf>,
     pub rules: Option<PathBuf>,
     pub crl: Option<PathBuf>,
@@ -186,6 +198,9 @@ impl FileConfig {
 pub struct Config {
     pub quic: SocketAddr,
     pub data: Option<PathBuf>,
+    /// Where state is kept: redb under `data` unless `memory` is asked
+    /// for or no `data` is given.
+    pub store: StoreKind,
     pub tls_dir: PathBuf,
     pub rules: Option<PathBuf>,
     pub crl: Option<PathBuf>,
@@ -203,6 +218,7 @@ impl Config {
         Config {
             quic: SocketAddr::from(([127, 0, 0, 1], 0)),
             data: None,
+            store: StoreKind::Redb,
             tls_dir: tls_dir.to_path_buf(),
             rules: None,
             crl: None,

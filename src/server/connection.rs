@@ -11,7 +11,7 @@
 //! `bad_frame`, then the stream is finished and reading stops; the
 //! connection goes on.
 
-use crate::server::decider::{Decided, Decider, overloaded, refusal};
+use crate::server::decider::{Decided, Decider, overloaded, refusal, store_failed};
 use crate::tls::Peer;
 use crate::transport::frame::{self, FrameDecoder};
 use crate::transport::wire::{WireCode, WireError};
@@ -265,9 +265,18 @@ async fn write_answers(
                     "no answer within the service's deadline; the request may have been applied",
                 ),
             },
+            // Acknowledged only once durable; a failed commit is never an
+            // allow.
+            Decided::Durable(ticket, body) => match ticket.await {
+                Ok(()) => body,
+                Err(_) => store_failed(),
+            },
         };
         push_frame(&body, shared.frame_bytes_max, out);
-        let next_waits = matches!(pending.peek(), Some(Decided::Later(_)) | None);
+        let next_waits = matches!(
+            pending.peek(),
+            Some(Decided::Later(_) | Decided::Durable(..)) | None
+        );
         if next_waits {
             send.write_all(out).await?;
             out.clear();

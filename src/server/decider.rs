@@ -30,7 +30,10 @@ use crate::server::alerts::AlertStore;
 use crate::server::clock::Clock;
 use crate::server::config::Limits;
 use crate::tls::Peer;
-use crate::transport::service::{Service, Step, Waiting};
+use crate::contract::Kind;
+use crate::engine::Changes;
+use crate::store::{GroupCommit, Loaded, Persist, Store, Ticket};
+use crate::transport::service::{self, Prepared, Service, Step, Waiting};
 use crate::transport::wire::{self, WireCode};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -50,6 +53,26 @@ pub type EngineChange = Box<dyn FnOnce(&mut Engine) -> Result<String, String> + 
 pub enum Decided {
     Now(Vec<u8>),
     Later(oneshot::Receiver<Vec<u8>>),
+    /// Written once the ticket says the change (and every earlier one) is
+    /// durable; `unavailable` if it never will be.
+    Durable(Ticket, Vec<u8>),
+}
+
+/// The store behind the engine: what a request needs is read before the
+/// lock, what it changed is written in decision order, and its answer
+/// waits for the commit.
+pub struct Durable {
+    pub store: Arc<dyn Store>,
+    pub writer: Arc<GroupCommit>,
+    pub persist: Persist,
+}
+
+/// The answer to every request once the store has failed.
+pub fn store_failed() -> Vec<u8> {
+    refusal(
+        WireCode::Unavailable,
+        "the store failed; the service is refusing every request until it restarts",
+    )
 }
 
 /// Where an answer goes.
@@ -60,6 +83,11 @@ pub struct Decider {
     /// Streams admitted and not yet done ([`Admitted`]).
     in_progress: Arc<AtomicUsize>,
     queue_requests_max: usize,
+    await_timeout_ms_max: u64,
+    /// The store (also in `Core`): read before the lock.
+    store: Option<(Arc<dyn Store>, Arc<GroupCommit>)>,
+    /// Reads what requests need from the store outside the lock.
+    reader: Option<Persist>,
     deadline: Duration,
     /// Wakes the timer task when an await with an earlier deadline waits.
     timer: Notify,
@@ -67,6 +95,9 @@ pub struct Decider {
 
 struct Core {
     service: Service,
+    durable: Option<Durable>,
+    /// Scratch for the changes of one request.
+    changes: Changes,
     clock: Arc<dyn Clock>,
     awaits_max: usize,
     waiters: Waiters,
@@ -109,10 +140,20 @@ impl Decider {
         limits: &Limits,
         alerts: Arc<AlertStore>,
         keys: Arc<Keys>,
+        durable: Option<Durable>,
     ) -> Decider {
+        let store = durable
+            .as_ref()
+            .map(|d| (Arc::clone(&d.store), Arc::clone(&d.writer)));
+        let reader = durable.as_ref().map(|d| d.persist.clone());
         Decider {
+            await_timeout_ms_max: limits.await_timeout_ms_max,
+            store,
+            reader,
             core: Mutex::new(Core {
                 service,
+                durable,
+                changes: Changes::default(),
                 clock,
                 awaits_max: limits.awaits_max,
                 waiters: Waiters::default(),
@@ -148,18 +189,57 @@ impl Decider {
 
     /// Decides one request body from `peer`, read at `read_at`.
     pub fn decide(&self, peer: &Peer, body: &[u8], read_at: Instant) -> Decided {
+        let mut out = Vec::with_capacity(256);
+        // Parsing and checking read no state: done before the lock.
+        let prepared = service::prepare(peer, body, self.await_timeout_ms_max, &mut out);
+        if prepared == Prepared::Answered {
+            return Decided::Now(out);
+        }
+        let loaded = match self.read(&prepared) {
+            Ok(l) => l,
+            Err(answer) => return Decided::Now(answer),
+        };
         let Ok(mut core) = self.core.lock() else {
             return Decided::Now(refusal(
                 WireCode::Unavailable,
                 "the decision engine failed; the service is refusing every request until it restarts",
             ));
         };
-        let late = read_at.elapsed() > self.deadline;
-        let decided = core.request(peer, body, late);
+        let prepared = if read_at.elapsed() > self.deadline {
+            service::late(prepared, &mut out)
+        } else {
+            prepared
+        };
+        let decided = core.request(prepared, loaded, out);
         if let Decided::Later(_) = decided {
             self.timer.notify_one();
         }
         decided
+    }
+
+    /// Reads from the store what `prepared` needs, before the lock: its
+    /// records and entity states. A failed read is answered `unavailable`
+    /// (retryable; nothing applied): without its history a request cannot
+    /// be decided, and is never allowed.
+    fn read(&self, prepared: &Prepared) -> Result<Option<Loaded>, Vec<u8>> {
+        let (Some((store, writer)), Some(reader)) = (&self.store, &self.reader) else {
+            return Ok(None);
+        };
+        if writer.is_failed() {
+            return Err(store_failed());
+        }
+        let read = match prepared {
+            Prepared::Event { ev, .. } => reader.read(store.as_ref(), Some(ev), None),
+            Prepared::Await { scoped, .. } => reader.read(store.as_ref(), None, Some(scoped)),
+            Prepared::Answered => return Ok(None),
+        };
+        read.map(Some).map_err(|e| {
+            tracing::error!(error = %e, "store read failed: the request is refused");
+            refusal(
+                WireCode::Unavailable,
+                "the store could not be read; the request was not applied; retry after a pause",
+            )
+        })
     }
 
     /// Applies `change` between two requests (from a blocking context: a
@@ -168,7 +248,29 @@ impl Decider {
         let Ok(mut core) = self.core.lock() else {
             return Err("the decision engine failed; restart the service".to_string());
         };
-        change(core.service.engine_mut())
+        let kept = core.service.engine().rulesets_len();
+        let line = change(core.service.engine_mut())?;
+        // A new ruleset is kept before any record it decides: queued under
+        // the lock, so ahead of every later decision's batch.
+        if let Some(d) = &core.durable {
+            let batch = super::durable::rulesets_batch(core.service.engine(), kept);
+            if !batch.is_empty() {
+                let ticket = d.writer.submit(batch).map_err(|e| {
+                    d.writer.fail();
+                    format!("the new ruleset could not be kept: {e}")
+                })?;
+                drop(core);
+                ticket
+                    .wait()
+                    .map_err(|e| format!("the new ruleset could not be kept: {e}"))?;
+            }
+        }
+        Ok(line)
+    }
+
+    /// Whether the store failed: every request is answered `unavailable`.
+    pub fn store_failed(&self) -> bool {
+        self.store.as_ref().is_some_and(|(_, w)| w.is_failed())
     }
 
     /// Shutting down: answers every waiting `await` now with its current
@@ -201,18 +303,19 @@ impl Decider {
 }
 
 impl Core {
-    fn request(&mut self, peer: &Peer, body: &[u8], late: bool) -> Decided {
-        let mut out = Vec::with_capacity(256);
+    fn request(&mut self, prepared: Prepared, loaded: Option<Loaded>, mut out: Vec<u8>) -> Decided {
+        let mut loaded = loaded.unwrap_or_default();
+        if let Err(answer) = self.admit(&prepared, &mut loaded) {
+            return Decided::Now(answer);
+        }
         let now = self.clock.now();
-        let step = if late {
-            self.service.handle_late(peer, body, now, &mut out)
-        } else {
-            self.service.handle(peer, body, now, &mut out)
-        };
+        let step = self.service.apply(prepared, now, &mut out);
         let decided = match step {
             Step::Answered => Decided::Now(out),
             Step::Await { scoped, timeout_ms } => self.await_hold(scoped, timeout_ms),
         };
+        // Made durable before any answer the request woke is written.
+        let decided = self.commit(decided, &loaded);
         while let Some(alert) = self.service.poll_alert() {
             self.raise(alert);
         }
@@ -220,6 +323,70 @@ impl Core {
             self.wake(&resolved);
         }
         decided
+    }
+
+    /// Puts what was read for the request in place, and reads (under the
+    /// lock: rare) what it turned out to need besides: the entities of the
+    /// request a verification releases.
+    fn admit(&mut self, prepared: &Prepared, loaded: &mut Loaded) -> Result<(), Vec<u8>> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        let engine = self.service.engine_mut();
+        let mut result = d.persist.admit(engine, loaded);
+        if result.is_ok()
+            && let Prepared::Event { ev, .. } = prepared
+            && ev.kind == Kind::Verification
+        {
+            let missing: Vec<_> = engine
+                .missing(ev)
+                .into_iter()
+                .filter(|id| !loaded.has(id))
+                .collect();
+            if !missing.is_empty() {
+                result = d
+                    .persist
+                    .read_entities(d.store.as_ref(), missing, loaded)
+                    .and_then(|()| d.persist.admit(engine, loaded));
+            }
+        }
+        result.map_err(|e| {
+            tracing::error!(error = %e, "store state unreadable: the request is refused");
+            refusal(
+                WireCode::Unavailable,
+                "the stored state could not be read; the request was not applied",
+            )
+        })
+    }
+
+    /// Queues what the request changed (nothing, for most errors: then an
+    /// empty batch, so the answer still waits for every earlier change) and
+    /// makes an immediate answer wait for it. A batch the writer refuses is
+    /// a change made in memory that will never be durable: the writer is
+    /// failed, and from then on every request is answered `unavailable`.
+    fn commit(&mut self, decided: Decided, loaded: &Loaded) -> Decided {
+        let Some(d) = &self.durable else {
+            return decided;
+        };
+        let engine = self.service.engine_mut();
+        engine.take_changes(&mut self.changes);
+        let batch = d.persist.batch(engine, &self.changes, loaded);
+        self.changes.clear();
+        let ticket = match batch {
+            Ok(b) => d.writer.submit(b).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match ticket {
+            Ok(ticket) => match decided {
+                Decided::Now(body) => Decided::Durable(ticket, body),
+                other => other,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "a change could not be queued for the store: no further answers");
+                d.writer.fail();
+                Decided::Now(store_failed())
+            }
+        }
     }
 
     fn await_hold(&mut self, scoped: String, timeout_ms: u64) -> Decided {
@@ -252,8 +419,7 @@ impl Core {
             if self.service.await_now(scoped, &mut out) == Waiting::Pending {
                 self.service.await_timed_out(scoped, &mut out);
             }
-            // The client may have gone: its answer has nowhere to go.
-            let _ = reply.send(out);
+            self.deliver(reply, out);
         }
     }
 
@@ -262,7 +428,33 @@ impl Core {
         while let Some((scoped, reply)) = self.waiters.pop_expired(now) {
             let mut out = Vec::with_capacity(256);
             self.service.await_timed_out(&scoped, &mut out);
+            self.deliver(reply, out);
+        }
+    }
+
+    /// Sends an await's answer once everything decided before it is
+    /// durable: it may read a hold released by a verification whose change
+    /// is still queued.
+    fn deliver(&self, reply: Reply, out: Vec<u8>) {
+        let Some(d) = &self.durable else {
+            // The client may have gone: its answer has nowhere to go.
             let _ = reply.send(out);
+            return;
+        };
+        match d.writer.submit(crate::store::Batch::new()) {
+            Ok(ticket) => {
+                tokio::spawn(async move {
+                    let body = match ticket.await {
+                        Ok(()) => out,
+                        Err(_) => store_failed(),
+                    };
+                    let _ = reply.send(body);
+                });
+            }
+            Err(_) => {
+                d.writer.fail();
+                let _ = reply.send(store_failed());
+            }
         }
     }
 

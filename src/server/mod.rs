@@ -18,8 +18,9 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod decider;
+pub mod durable;
 
-pub use config::{Config, ConfigError, FileConfig, Limits, quic_transport};
+pub use config::{Config, ConfigError, FileConfig, Limits, StoreKind, quic_transport};
 
 use crate::engine::{Engine, EngineLimits, FingerprintKey};
 use crate::keys::Keys;
@@ -30,7 +31,6 @@ use clap::Args;
 use clock::{Clock, SystemClock};
 use connection::{ConnectionSlot, Shared, shutting_down};
 use decider::{Decider, EngineChange};
-use ring::rand::{SecureRandom, SystemRandom};
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,10 +46,15 @@ pub struct ServeOptions {
     /// The UDP address to serve QUIC on (port 0 binds a free port).
     #[arg(long)]
     pub quic: Option<SocketAddr>,
-    /// The data directory (the durable store keeps state here; until it
-    /// does, state is held in memory).
+    /// The data directory: the durable store `portcullis.redb` is kept
+    /// here (created, mode 0700, if missing). Without it state is held in
+    /// memory, with a warning.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// `redb` (the default, under --data) or `memory` (state lost at exit:
+    /// tests and benchmarks).
+    #[arg(long, value_enum)]
+    pub store: Option<StoreKind>,
     /// The directory of `portcullis certs dev`: `server.pem`, `server.key`,
     /// and `ca.pem`, the CA client certificates must chain to.
     #[arg(long)]
@@ -81,6 +86,8 @@ pub enum ServeError {
     Tls(crate::tls::TlsError),
     /// The keys are missing, unreadable, shared with others or invalid.
     Keys(String),
+    /// The store cannot be opened or read, or its writer failed.
+    Store(String),
     /// The address cannot be bound (in use, not local, not permitted).
     Bind {
         addr: SocketAddr,
@@ -94,6 +101,7 @@ impl std::fmt::Display for ServeError {
         match self {
             ServeError::Config(m) | ServeError::Io(m) => f.write_str(m),
             ServeError::Keys(m) => write!(f, "keys: {m}"),
+            ServeError::Store(m) => write!(f, "store: {m}"),
             ServeError::Tls(e) => write!(f, "TLS: {e}"),
             ServeError::Bind { addr, error } => write!(f, "cannot bind quic={addr}: {error}"),
         }
@@ -111,6 +119,14 @@ impl ServeError {
 }
 
 impl Config {
+    /// Where state is kept.
+    pub fn backing(&self) -> durable::Backing {
+        match (&self.data, self.store) {
+            (Some(dir), StoreKind::Redb) => durable::Backing::Redb(dir.join(durable::STORE_FILE)),
+            _ => durable::Backing::Memory,
+        }
+    }
+
     /// The config file (if any) with the flags over it.
     pub fn from_options(o: &ServeOptions) -> Result<Config, ConfigError> {
         let file = match &o.config {
@@ -135,6 +151,7 @@ impl Config {
         Ok(Config {
             quic,
             data: o.data.clone().or(file.data),
+            store: o.store.or(file.store).unwrap_or_default(),
             tls_dir,
             rules: o.rules.clone().or(file.rules),
             crl: o.crl.clone().or(file.crl),
@@ -272,15 +289,6 @@ pub struct Server {
     alerts: Arc<AlertStore>,
 }
 
-/// A fresh secret for this process (keys of records and log pseudonyms).
-fn random_bytes<const N: usize>() -> Result<[u8; N], ServeError> {
-    let mut b = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut b)
-        .map_err(|_| ServeError::Io("the system's random generator failed".into()))?;
-    Ok(b)
-}
-
 impl Server {
     /// Starts serving `config` with time from `clock`. Must run inside a
     /// tokio runtime (with the time and I/O drivers).
@@ -290,7 +298,23 @@ impl Server {
         let quinn_config = config.quinn_server().map_err(ServeError::Tls)?;
         let (keys, source) = keys_for(&config)?;
         log_key_source(&source);
-        let engine = engine_for(loaded)?;
+        let keys = Arc::new(keys);
+        let backing = config.backing();
+        let store = durable::open(&backing).map_err(ServeError::Store)?;
+        let mut engine = Engine::with_key(
+            loaded.rules.clone(),
+            EngineLimits::default(),
+            FingerprintKey(keys.records_key()),
+        );
+        let (durable, restored) =
+            durable::start(store, &mut engine, keys.clone(), |e| apply(e, loaded).map(drop))
+                .map_err(ServeError::Store)?;
+        tracing::info!(
+            store = %backing.describe(),
+            holds = restored.holds,
+            list_values = restored.list_values,
+            "state opened"
+        );
         let endpoint = bind(&config, quinn_config)?;
         let addr = endpoint
             .local_addr()
@@ -302,7 +326,8 @@ impl Server {
             clock,
             &config.limits,
             alerts.clone(),
-            Arc::new(keys),
+            keys,
+            Some(durable),
         ));
         let shared = Arc::new(Shared {
             decider: decider.clone(),
@@ -357,6 +382,12 @@ impl Server {
             .map_err(|e| format!("reload: {e}"))?
     }
 
+    /// Whether the store failed a commit (or a change could not be queued):
+    /// nothing is acknowledged any more.
+    pub fn store_failed(&self) -> bool {
+        self.decider.store_failed()
+    }
+
     /// Shuts down gracefully: no new connections or streams; every answer
     /// in flight is written (`await`s answer at once with their current
     /// decision); then, at most `shutdown_grace_ms` after the call, the
@@ -398,18 +429,6 @@ fn apply(engine: &mut Engine, loaded: Loaded) -> Result<String, String> {
         r.lists_replaced,
         r.lists_dropped,
     ))
-}
-
-/// The engine a service starts with: a fresh secret for its record keys,
-/// the rules, and the list files read exactly as a reload reads them.
-fn engine_for(loaded: Loaded) -> Result<Engine, ServeError> {
-    let mut engine = Engine::with_key(
-        loaded.rules.clone(),
-        EngineLimits::default(),
-        FingerprintKey(random_bytes::<16>()?),
-    );
-    apply(&mut engine, loaded).map_err(ServeError::Config)?;
-    Ok(engine)
 }
 
 fn bind(config: &Config, quinn_config: quinn::ServerConfig) -> Result<quinn::Endpoint, ServeError> {
@@ -503,11 +522,8 @@ pub fn command(o: &ServeOptions) -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
-    if let Some(data) = &config.data {
-        tracing::warn!(
-            data = %data.display(),
-            "the durable store is not built yet: state is held in memory and lost at exit"
-        );
+    if config.backing() == durable::Backing::Memory {
+        tracing::warn!("state is held in memory and lost at exit: give --data DIR to keep it");
     }
     let server = match Server::start(config, Arc::new(SystemClock)).await {
         Ok(s) => s,
@@ -525,23 +541,40 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    tracing::info!("shutting down");
+    let failed = server.store_failed();
+    if failed {
+        tracing::error!("the store failed: shutting down; restart to recover from what is durable");
+    } else {
+        tracing::info!("shutting down");
+    }
     if server.shutdown().await {
         tracing::info!("stopped");
     } else {
         tracing::warn!("stopped: the grace period ended with answers in flight");
     }
+    if failed {
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 
-/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+/// How often the service looks whether its store failed (then it stops
+/// and exits non-zero; every request meanwhile is answered `unavailable`).
+const STORE_CHECK: Duration = Duration::from_millis(50);
+
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT, or when the store
+/// failed.
 async fn wait_for_signals(server: &Server) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut check = tokio::time::interval(STORE_CHECK);
     loop {
         tokio::select! {
+            _ = check.tick() => if server.store_failed() {
+                return Ok(());
+            },
             _ = hup.recv() => match server.reload().await {
                 Ok(line) => tracing::info!("reloaded: {line}"),
                 Err(e) => tracing::error!("reload refused, still serving the previous rules and lists: {e}"),

@@ -14,9 +14,11 @@
 //! fsync, and acknowledges each batch only once it and every earlier one are
 //! durable.
 
+pub mod persist;
 pub mod redb;
 pub mod writer;
 
+pub use self::persist::{Loaded, Persist, PersistError, Restored};
 pub use self::redb::RedbStore;
 pub use self::writer::{GroupCommit, Refused, Ticket, Unavailable, WriterLimits};
 
@@ -213,6 +215,10 @@ pub trait Store: Send + Sync {
     /// asked.
     fn get_many(&self, keys: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
 
+    /// Every key and value of `table`, in key order, from one snapshot: for
+    /// the tables read whole at start (holds, lists, rulesets, meta), which
+    /// are bounded.
+    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// Apply `batches`, in order, in one transaction: all or nothing, and
     /// durable when it returns `Ok`.
     fn commit(&self, batches: &[Batch]) -> Result<(), StoreError>;
@@ -256,6 +262,13 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let tables = self.tables.lock().map_err(|_| MemoryStore::poisoned())?;
+        Ok(tables[table.index()]
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
     fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
         let mut tables = self.tables.lock().map_err(|_| MemoryStore::poisoned())?;
         // Nothing below fails, so the batches apply whole.

@@ -180,6 +180,23 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        use ::redb::ReadableTable;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.read_error(table, e))?;
+        let t = txn
+            .open_table(definition(table))
+            .map_err(|e| self.read_error(table, e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| self.read_error(table, e))? {
+            let (k, v) = item.map_err(|e| self.read_error(table, e))?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// One write transaction for all of `batches`. On any error the
     /// transaction is dropped, which aborts it: nothing applies.
     fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {

@@ -54,6 +54,84 @@ fn unscoped(scoped: &str) -> &str {
         .map_or(scoped, |(_, id)| id)
 }
 
+/// A request body parsed and checked, not yet applied: see
+/// [`Service::prepare`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepared {
+    /// The answer is written (a bad body, a forbidden kind).
+    Answered,
+    /// An `await` of `scoped`.
+    Await { scoped: String, timeout_ms: u64 },
+    /// An event, its id scoped; `own_id` is the id as the client sent it.
+    Event { own_id: Option<Box<str>>, ev: Event },
+}
+
+/// [`Service::prepare`], for a server that holds no service while it
+/// prepares.
+pub fn prepare(peer: &Peer, body: &[u8], await_timeout_ms_max: u64, out: &mut Vec<u8>) -> Prepared {
+    let request = match wire::parse_request(body, await_timeout_ms_max) {
+        Ok(r) => r,
+        Err(e) => {
+            e.write(out);
+            return Prepared::Answered;
+        }
+    };
+    let mut ev = match request {
+        Request::Await {
+            reference,
+            timeout_ms,
+        } => {
+            // An analyst or admin names any client's request, as a
+            // verification does; a caller only ever its own.
+            let scoped = if peer.role.may_verify_and_edit_lists() {
+                reference.into()
+            } else {
+                scoped(&peer.name, &reference)
+            };
+            return Prepared::Await { scoped, timeout_ms };
+        }
+        Request::Event(ev) => ev,
+    };
+    let own_id = ev.id.clone();
+    if !allowed(peer.role, ev.kind) {
+        wire::error_body(
+            own_id.as_deref(),
+            WireCode::Forbidden,
+            Some("kind"),
+            &format!(
+                "the {} role may not send {}",
+                peer.role.as_str(),
+                ev.kind.as_str()
+            ),
+            out,
+        );
+        return Prepared::Answered;
+    }
+    if let Some(id) = &ev.id {
+        ev.id = Some(scoped(&peer.name, id).into());
+    }
+    Prepared::Event { own_id, ev }
+}
+
+/// A prepared request that waited too long to be decided: an event is
+/// answered `deadline` into `out` (retryable; nothing changed); the rest
+/// stay as they are.
+pub fn late(prepared: Prepared, out: &mut Vec<u8>) -> Prepared {
+    match prepared {
+        Prepared::Event { own_id, .. } => {
+            wire::error_body(
+                own_id.as_deref(),
+                WireCode::Deadline,
+                None,
+                "the request waited longer than request_deadline_ms to be decided; it was not applied",
+                out,
+            );
+            Prepared::Answered
+        }
+        other => other,
+    }
+}
+
 /// The decision step of the service.
 pub struct Service {
     engine: Engine,
@@ -121,52 +199,30 @@ impl Service {
     /// Handles one request body from `peer` at the service's time `now`,
     /// appending the response body to `out` (unless it is an `await`).
     pub fn handle(&mut self, peer: &Peer, body: &[u8], now: Timestamp, out: &mut Vec<u8>) -> Step {
-        let request = match wire::parse_request(body, self.await_timeout_ms_max) {
-            Ok(r) => r,
-            Err(e) => {
-                e.write(out);
-                return Step::Answered;
+        let prepared = self.prepare(peer, body, out);
+        self.apply(prepared, now, out)
+    }
+
+    /// The part of handling a body that reads no state: parsing, the role
+    /// check, scoping the id. A server does it before it takes the lock the
+    /// state is under; a problem is answered into `out` at once.
+    pub fn prepare(&self, peer: &Peer, body: &[u8], out: &mut Vec<u8>) -> Prepared {
+        prepare(peer, body, self.await_timeout_ms_max, out)
+    }
+
+    /// Applies a prepared request at the service's time `now`.
+    pub fn apply(&mut self, prepared: Prepared, now: Timestamp, out: &mut Vec<u8>) -> Step {
+        match prepared {
+            Prepared::Answered => Step::Answered,
+            Prepared::Await { scoped, timeout_ms } => Step::Await { scoped, timeout_ms },
+            Prepared::Event { own_id, ev } => {
+                // Time never goes backwards, whatever the host clock does.
+                let at = now.max(self.last);
+                self.last = at;
+                self.answer(own_id.as_deref(), &ev, at, out);
+                Step::Answered
             }
-        };
-        let mut ev = match request {
-            Request::Await {
-                reference,
-                timeout_ms,
-            } => {
-                // An analyst or admin names any client's request, as a
-                // verification does; a caller only ever its own.
-                let scoped = if peer.role.may_verify_and_edit_lists() {
-                    reference.into()
-                } else {
-                    scoped(&peer.name, &reference)
-                };
-                return Step::Await { scoped, timeout_ms };
-            }
-            Request::Event(ev) => ev,
-        };
-        let own_id = ev.id.clone();
-        if !allowed(peer.role, ev.kind) {
-            wire::error_body(
-                own_id.as_deref(),
-                WireCode::Forbidden,
-                Some("kind"),
-                &format!(
-                    "the {} role may not send {}",
-                    peer.role.as_str(),
-                    ev.kind.as_str()
-                ),
-                out,
-            );
-            return Step::Answered;
         }
-        if let Some(id) = &ev.id {
-            ev.id = Some(scoped(&peer.name, id).into());
-        }
-        // Time never goes backwards, whatever the host clock does.
-        let at = now.max(self.last);
-        self.last = at;
-        self.answer(own_id.as_deref(), &ev, at, out);
-        Step::Answered
     }
 
     /// Handles a request body that waited longer than the runtime allows
@@ -181,19 +237,8 @@ impl Service {
         now: Timestamp,
         out: &mut Vec<u8>,
     ) -> Step {
-        match wire::parse_request(body, self.await_timeout_ms_max) {
-            Ok(Request::Await { .. }) | Err(_) => self.handle(peer, body, now, out),
-            Ok(Request::Event(ev)) => {
-                wire::error_body(
-                    ev.id.as_deref(),
-                    WireCode::Deadline,
-                    None,
-                    "the request waited longer than request_deadline_ms to be decided; it was not applied",
-                    out,
-                );
-                Step::Answered
-            }
-        }
+        let prepared = self.prepare(peer, body, out);
+        self.apply(late(prepared, out), now, out)
     }
 
     /// Answers an `await` of `scoped` (as [`Step::Await`] gave it) as it

@@ -103,6 +103,9 @@ impl Store for Slow {
     fn get_many(&self, k: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         self.inner.get_many(k)
     }
+    fn scan(&self, t: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.inner.scan(t)
+    }
     fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
         std::thread::sleep(self.pause);
         if self.commits.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_at {

@@ -1,0 +1,281 @@
+//! The engine's side of the durable store, sans-IO: what a handled event
+//! changed ([`Engine::take_changes`]), in bytes, and what the store read
+//! back put in place ([`Engine::admit_record`], [`Engine::admit_entity`],
+//! [`Engine::admit_hold`]). The engine never reads or writes the store:
+//! the edge loads what an event needs before it is handled and writes what
+//! it changed after.
+//!
+//! Encodings (plain bytes; the edge seals what holds identifiers):
+//!
+//! ```text
+//! record: matched u128 BE | shadow u128 BE | fingerprint [12] | ruleset u16 BE
+//!         | outcome u8 (0 allow, 1 hold, 2 deny) | signal u8 (0 or 1)
+//! hold:   number u64 BE | the held request in canonical form
+//! ```
+
+use super::{Engine, Held, IdKey, Record, id_secret};
+use crate::contract::{Event, Kind};
+use crate::history::persist::{DecodeError, Layout, decode};
+use crate::history::{EntityId, ListChange};
+use crate::rules::{Outcome, SeriesMap};
+
+/// Bytes of an encoded record.
+pub const RECORD_BYTES: usize = 16 + 16 + 12 + 2 + 1 + 1;
+
+/// What handled events changed, for the store. Filled by
+/// [`Engine::take_changes`]; the edge writes the entities' states as they
+/// are when it takes them.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Entities whose state changed, each once.
+    pub entities: Vec<EntityId>,
+    /// List values added or removed, in order.
+    pub lists: Vec<ListChange>,
+    /// Records written: the key of the id, and the record.
+    pub records: Vec<([u8; 16], [u8; RECORD_BYTES])>,
+    /// Holds put (their encoding) or gone (`None`), by the key of the id.
+    pub holds: Vec<([u8; 16], Option<Vec<u8>>)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+            && self.lists.is_empty()
+            && self.records.is_empty()
+            && self.holds.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.entities.clear();
+        self.lists.clear();
+        self.records.clear();
+        self.holds.clear();
+    }
+}
+
+/// A stored record, hold or state that does not decode, or names what this
+/// engine does not have. Never carries the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdmitError {
+    Record(&'static str),
+    Hold(&'static str),
+    Entity(DecodeError),
+    /// The state was written under a ruleset the store does not hold.
+    UnknownRuleset(u32),
+}
+
+impl std::fmt::Display for AdmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdmitError::Record(what) => write!(f, "decision record: {what}"),
+            AdmitError::Hold(what) => write!(f, "hold: {what}"),
+            AdmitError::Entity(e) => e.fmt(f),
+            AdmitError::UnknownRuleset(i) => {
+                write!(f, "entity state written under ruleset {i}, which the store does not hold")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AdmitError {}
+
+/// The key a request id's record and hold are stored under, for an engine
+/// made with `fingerprint_key` (see [`Engine::with_key`]): the edge reads
+/// them before the event is handled.
+pub fn record_key(fingerprint_key: &super::FingerprintKey, id: &str) -> [u8; 16] {
+    IdKey::of(id, id_secret(fingerprint_key).as_ref())
+        .0
+        .to_be_bytes()
+}
+
+fn encode_record(r: &Record) -> [u8; RECORD_BYTES] {
+    let mut b = [0u8; RECORD_BYTES];
+    b[..16].copy_from_slice(&r.matched.to_be_bytes());
+    b[16..32].copy_from_slice(&r.shadow.to_be_bytes());
+    b[32..44].copy_from_slice(&r.fingerprint);
+    b[44..46].copy_from_slice(&r.ruleset.to_be_bytes());
+    b[46] = match r.outcome {
+        Outcome::Allow => 0,
+        Outcome::Hold => 1,
+        Outcome::Deny => 2,
+    };
+    b[47] = u8::from(r.is_signal());
+    b
+}
+
+fn decode_record(b: &[u8]) -> Result<Record, AdmitError> {
+    if b.len() != RECORD_BYTES {
+        return Err(AdmitError::Record("wrong length"));
+    }
+    let u128_at = |i: usize| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&b[i..i + 16]);
+        u128::from_be_bytes(a)
+    };
+    let mut fingerprint = [0u8; 12];
+    fingerprint.copy_from_slice(&b[32..44]);
+    let outcome = match b[46] {
+        0 => Outcome::Allow,
+        1 => Outcome::Hold,
+        2 => Outcome::Deny,
+        _ => return Err(AdmitError::Record("unknown outcome")),
+    };
+    let tags = match b[47] {
+        0 => 0,
+        1 => 1,
+        _ => return Err(AdmitError::Record("unknown signal flag")),
+    };
+    Ok(Record {
+        matched: u128_at(0),
+        shadow: u128_at(16),
+        fingerprint,
+        ruleset: u16::from_be_bytes([b[44], b[45]]),
+        outcome,
+        tags,
+    })
+}
+
+impl Engine {
+    /// Starts noting what handled events change, for
+    /// [`Engine::take_changes`]: a service with a store calls it once,
+    /// before the first event.
+    pub fn track_changes(&mut self) {
+        self.state.tracking = true;
+        self.state.history.track_changes(true);
+    }
+
+    /// Moves what handled events changed since the last call into `out`:
+    /// records and holds in bytes, the entities and list values by name
+    /// (encode their states with [`Engine::encode_entity`]).
+    pub fn take_changes(&mut self, out: &mut Changes) {
+        let st = &mut self.state;
+        st.history.take_changes(&mut out.entities, &mut out.lists);
+        for (key, r) in st.record_changes.drain(..) {
+            out.records.push((key.0.to_be_bytes(), encode_record(&r)));
+        }
+        for (key, seq) in st.hold_changes.drain(..) {
+            // A hold put and gone within one call is written as gone.
+            let value = seq.and_then(|seq| {
+                let h = st.holds.get(&key).filter(|h| h.seq == seq)?;
+                let mut v = Vec::with_capacity(8 + h.canonical.len());
+                v.extend_from_slice(&seq.to_be_bytes());
+                v.extend_from_slice(&h.canonical);
+                Some(v)
+            });
+            out.holds.push((key.0.to_be_bytes(), value));
+        }
+    }
+
+    /// Appends the state of `id`, as it is now, to `out`; `false` when it
+    /// holds nothing (store a deletion).
+    pub fn encode_entity(&self, id: &EntityId, out: &mut Vec<u8>) -> bool {
+        self.state
+            .history
+            .encode(id, self.current_index(), out)
+    }
+
+    /// Whether the state of `id` is in memory.
+    pub fn is_resident(&self, id: &EntityId) -> bool {
+        self.state.history.is_resident(id)
+    }
+
+    /// Puts a record read back from the store in place, unless the id has
+    /// one in memory (which is never older).
+    pub fn admit_record(&mut self, key: [u8; 16], bytes: &[u8]) -> Result<(), AdmitError> {
+        let r = decode_record(bytes)?;
+        if usize::from(r.ruleset) >= self.rulesets.len() {
+            return Err(AdmitError::Record("names a ruleset the store does not hold"));
+        }
+        let key = IdKey(u128::from_be_bytes(key));
+        let st = &mut self.state;
+        if st.records.get(key).is_none() {
+            st.records.insert(key, r, &st.holds);
+        }
+        Ok(())
+    }
+
+    /// Puts an entity state read back from the store in place (laid out by
+    /// the current ruleset), unless the entity is in memory.
+    pub fn admit_entity(&mut self, bytes: &[u8]) -> Result<(), AdmitError> {
+        let d = decode(bytes).map_err(AdmitError::Entity)?;
+        let current = self.current_index();
+        if d.ruleset == current {
+            self.state.history.admit(d, None);
+            return Ok(());
+        }
+        let old = self
+            .rulesets
+            .get(d.ruleset as usize)
+            .ok_or(AdmitError::UnknownRuleset(d.ruleset))?;
+        let new = &self.rulesets[self.current];
+        let (old_to_new, caps) = self.layouts.entry(d.ruleset).or_insert_with(|| {
+            let map = SeriesMap::between(&old.series, &new.series);
+            (map.old_to_new, crate::history::series_caps(new))
+        });
+        let layout = Layout { old_to_new, caps };
+        self.state.history.admit(d, Some(&layout));
+        Ok(())
+    }
+
+    /// Puts a pending hold read back from the store in place (at start,
+    /// before any event). Call [`Engine::holds_admitted`] after the last.
+    pub fn admit_hold(&mut self, key: [u8; 16], bytes: &[u8]) -> Result<(), AdmitError> {
+        if bytes.len() < 8 {
+            return Err(AdmitError::Hold("too short"));
+        }
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&bytes[..8]);
+        let seq = u64::from_be_bytes(n);
+        let canonical: Box<[u8]> = bytes[8..].into();
+        if Event::from_canonical(&canonical).is_none() {
+            return Err(AdmitError::Hold("the held request does not parse"));
+        }
+        let key = IdKey(u128::from_be_bytes(key));
+        let st = &mut self.state;
+        st.holds.insert(key, Held { seq, canonical });
+        st.hold_order.push_back((key, seq));
+        st.hold_seq = st.hold_seq.max(seq + 1);
+        Ok(())
+    }
+
+    /// Orders the holds [`Engine::admit_hold`] put in place, oldest first,
+    /// so that the oldest expire first as before the restart.
+    pub fn holds_admitted(&mut self) {
+        let order = self.state.hold_order.make_contiguous();
+        order.sort_by_key(|&(_, seq)| seq);
+    }
+
+    /// The entities handling `ev` reads or changes that are not in memory:
+    /// those it names and, for a verification of a pending hold, those the
+    /// held request names.
+    pub fn missing(&self, ev: &Event) -> Vec<EntityId> {
+        let mut ids = EntityId::all_of(ev);
+        if ev.kind == Kind::Verification
+            && let Some(held) = ev.reference.as_deref().and_then(|r| self.held(r))
+        {
+            ids.extend(EntityId::all_of(&held));
+        }
+        ids.retain(|id| !self.is_resident(id));
+        ids
+    }
+
+    /// The request on hold under `id`, if one is pending.
+    fn held(&self, id: &str) -> Option<Event> {
+        let key = IdKey::of(id, self.state.id_secret.as_ref());
+        self.state
+            .holds
+            .get(&key)
+            .and_then(|h| Event::from_canonical(&h.canonical))
+            .filter(|h| h.id.as_deref() == Some(id))
+    }
+
+    /// Puts a list value read back from the store in place (at start).
+    pub fn admit_list_value(&mut self, list: &str, value: u128) {
+        self.state.history.admit_list_value(list, value);
+    }
+
+    /// Rulesets kept (every index below this names one).
+    pub fn rulesets_len(&self) -> usize {
+        self.rulesets.len()
+    }
+}

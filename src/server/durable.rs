@@ -1,0 +1,181 @@
+//! Opening the service's state: the redb file under `--data DIR` (or a
+//! store in memory), the rulesets its records name, its pending holds and
+//! list values, and the writer in front of it.
+//!
+//! Restart reads only what is bounded and needed before the first request
+//! (rulesets, pending holds, list values); entity states and records are
+//! read when a request names them, so a store of millions of subscribers
+//! opens in the time redb takes to open its file.
+
+use crate::engine::{Engine, FingerprintKey};
+use crate::keys::Keys;
+use crate::rules::{CompiledRules, Limits as RuleLimits};
+use crate::server::decider::Durable;
+use crate::store::{
+    Batch, GroupCommit, MemoryStore, Persist, RedbStore, Restored, Store, Table, WriterLimits,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The store file's name in the data directory.
+pub const STORE_FILE: &str = "portcullis.redb";
+
+/// The meta key of the store's format version, and the version.
+const FORMAT_KEY: &[u8] = b"format";
+const FORMAT: &[u8] = b"1";
+
+/// A ruleset as the store keeps it: enough to compile it again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredRuleset {
+    pub file: String,
+    pub source: String,
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backing {
+    /// `DIR/portcullis.redb`.
+    Redb(PathBuf),
+    /// In memory, lost at exit (tests and benchmarks).
+    Memory,
+}
+
+impl Backing {
+    pub fn describe(&self) -> String {
+        match self {
+            Backing::Redb(p) => p.display().to_string(),
+            Backing::Memory => "memory".into(),
+        }
+    }
+}
+
+/// Opens the store of `backing` (creating the data directory, mode 0700,
+/// and the file if need be).
+pub fn open(backing: &Backing) -> Result<Arc<dyn Store>, String> {
+    match backing {
+        Backing::Memory => Ok(Arc::new(MemoryStore::new())),
+        Backing::Redb(path) => {
+            if let Some(dir) = path.parent() {
+                create_private_dir(dir)?;
+            }
+            let store = RedbStore::open(path).map_err(|e| e.to_string())?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))
+}
+
+/// The rulesets `store` keeps, in index order, compiled.
+pub fn stored_rulesets(store: &dyn Store) -> Result<Vec<(StoredRuleset, Arc<CompiledRules>)>, String> {
+    let mut out = Vec::new();
+    for (i, (key, value)) in store
+        .scan(Table::Rulesets)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .enumerate()
+    {
+        let want = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
+        if key != want {
+            return Err(format!(
+                "the store's rulesets are not numbered 0, 1, 2, ...: entry {i} is missing"
+            ));
+        }
+        let stored: StoredRuleset = serde_json::from_slice(&value)
+            .map_err(|e| format!("the store's ruleset {i} does not read: {e}"))?;
+        let compiled = CompiledRules::compile(&stored.file, &stored.source, &RuleLimits::default())
+            .map_err(|errs| {
+                format!(
+                    "the store's ruleset {i} ({}) no longer compiles, so records it decided cannot be answered:\n{}",
+                    stored.file,
+                    crate::rules::render_errors(&errs)
+                )
+            })?;
+        out.push((stored, Arc::new(compiled)));
+    }
+    Ok(out)
+}
+
+/// The batch that keeps the rulesets `engine` holds from index `from` on.
+pub fn rulesets_batch(engine: &Engine, from: usize) -> Batch {
+    let mut batch = Batch::new();
+    for i in from..engine.rulesets_len() {
+        let index = u32::try_from(i).unwrap_or(u32::MAX);
+        let rules = engine.ruleset(index);
+        let stored = StoredRuleset {
+            file: rules.file.clone(),
+            source: rules.source.to_string(),
+        };
+        // Invariant: two strings always serialize.
+        let value = serde_json::to_vec(&stored).expect("a ruleset serializes");
+        batch.put(Table::Rulesets, index.to_be_bytes().to_vec(), value);
+    }
+    batch
+}
+
+/// Checks the store's format, or marks a new store with it.
+pub fn check_format(store: &dyn Store) -> Result<Batch, String> {
+    let mut batch = Batch::new();
+    match store.get(Table::Meta, FORMAT_KEY).map_err(|e| e.to_string())? {
+        Some(v) if v == FORMAT => {}
+        Some(v) => {
+            return Err(format!(
+                "the store's format is {}, this build reads format {}",
+                String::from_utf8_lossy(&v),
+                String::from_utf8_lossy(FORMAT)
+            ));
+        }
+        None => batch.put(Table::Meta, FORMAT_KEY.to_vec(), FORMAT.to_vec()),
+    }
+    Ok(batch)
+}
+
+/// Opens the state of `store` into `engine`, whose rules are the
+/// configured ones: the store's rulesets first (the configured ones then
+/// decide, under the next index unless equal to one kept), its pending
+/// holds and list values, then `apply` (the configured rules and list
+/// files, as a reload applies them). Keeps any new ruleset, and starts the
+/// writer.
+pub fn start(
+    store: Arc<dyn Store>,
+    engine: &mut Engine,
+    keys: Arc<Keys>,
+    apply: impl FnOnce(&mut Engine) -> Result<(), String>,
+) -> Result<(Durable, Restored), String> {
+    let mut batches = vec![check_format(store.as_ref())?];
+    let stored = stored_rulesets(store.as_ref())?;
+    let kept = stored.len();
+    if !stored.is_empty() {
+        engine.restore_rulesets(stored.into_iter().map(|(_, c)| c).collect());
+    }
+    let persist = Persist::new(keys.clone(), FingerprintKey(keys.records_key()));
+    let restored = persist
+        .restore(store.as_ref(), engine)
+        .map_err(|e| e.to_string())?;
+    apply(engine)?;
+    batches.push(rulesets_batch(engine, kept));
+    if batches.iter().any(|b| !b.is_empty()) {
+        store.commit(&batches).map_err(|e| e.to_string())?;
+    }
+    engine.track_changes();
+    let writer = Arc::new(GroupCommit::start(store.clone(), WriterLimits::default()));
+    Ok((
+        Durable {
+            store,
+            writer,
+            persist,
+        },
+        restored,
+    ))
+}
