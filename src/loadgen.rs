@@ -623,7 +623,9 @@ async fn overload(
         .run_median(target, (peak * 0.8).round().max(1.0), repeats)
         .await?;
     tokio::time::sleep(SETTLE).await;
-    let at2x = bench.run_median(target, (peak * 2.0).round(), repeats).await?;
+    let at2x = bench
+        .run_median(target, (peak * 2.0).round(), repeats)
+        .await?;
     Ok((at80, at2x))
 }
 

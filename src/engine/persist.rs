@@ -71,7 +71,10 @@ impl std::fmt::Display for AdmitError {
             AdmitError::Hold(what) => write!(f, "hold: {what}"),
             AdmitError::Entity(e) => e.fmt(f),
             AdmitError::UnknownRuleset(i) => {
-                write!(f, "entity state written under ruleset {i}, which the store does not hold")
+                write!(
+                    f,
+                    "entity state written under ruleset {i}, which the store does not hold"
+                )
             }
         }
     }
@@ -169,9 +172,7 @@ impl Engine {
     /// Appends the state of `id`, as it is now, to `out`; `false` when it
     /// holds nothing (store a deletion).
     pub fn encode_entity(&self, id: &EntityId, out: &mut Vec<u8>) -> bool {
-        self.state
-            .history
-            .encode(id, self.current_index(), out)
+        self.state.history.encode(id, self.current_index(), out)
     }
 
     /// Whether the state of `id` is in memory.
@@ -184,7 +185,9 @@ impl Engine {
     pub fn admit_record(&mut self, key: [u8; 16], bytes: &[u8]) -> Result<(), AdmitError> {
         let r = decode_record(bytes)?;
         if usize::from(r.ruleset) >= self.rulesets.len() {
-            return Err(AdmitError::Record("names a ruleset the store does not hold"));
+            return Err(AdmitError::Record(
+                "names a ruleset the store does not hold",
+            ));
         }
         let key = IdKey(u128::from_be_bytes(key));
         let st = &mut self.state;

@@ -19,7 +19,7 @@
 //! written before a reload is laid out by the current ruleset when it is
 //! read back, as a reload lays out the states in memory.
 
-use super::{Entry, EntityState, History, LineState, TokKey, presence_bit};
+use super::{EntityState, Entry, History, LineState, TokKey, presence_bit};
 use crate::contract::Event;
 use crate::contract::ident::{Imei, Msisdn};
 use std::fmt;
@@ -254,7 +254,9 @@ impl History {
         if self.is_resident(&d.id) {
             return false;
         }
-        let Decoded { id, mut state, sim, .. } = d;
+        let Decoded {
+            id, mut state, sim, ..
+        } = d;
         if let Some(l) = layout {
             state.renumber(l.old_to_new, l.caps);
         }

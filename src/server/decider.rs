@@ -24,15 +24,15 @@
 //! take the same lock, so they fall between two requests and no request
 //! sees half of one.
 
+use crate::contract::Kind;
+use crate::engine::Changes;
 use crate::engine::{Alert, Engine};
 use crate::keys::{IdKind, Keys};
 use crate::server::alerts::AlertStore;
 use crate::server::clock::Clock;
 use crate::server::config::Limits;
-use crate::tls::Peer;
-use crate::contract::Kind;
-use crate::engine::Changes;
 use crate::store::{GroupCommit, Loaded, Persist, Store, Ticket};
+use crate::tls::Peer;
 use crate::transport::service::{self, Prepared, Service, Step, Waiting};
 use crate::transport::wire::{self, WireCode};
 use std::cmp::Reverse;

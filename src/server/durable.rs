@@ -78,7 +78,9 @@ fn create_private_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// The rulesets `store` keeps, in index order, compiled.
-pub fn stored_rulesets(store: &dyn Store) -> Result<Vec<(StoredRuleset, Arc<CompiledRules>)>, String> {
+pub fn stored_rulesets(
+    store: &dyn Store,
+) -> Result<Vec<(StoredRuleset, Arc<CompiledRules>)>, String> {
     let mut out = Vec::new();
     for (i, (key, value)) in store
         .scan(Table::Rulesets)
@@ -127,7 +129,10 @@ pub fn rulesets_batch(engine: &Engine, from: usize) -> Batch {
 /// Checks the store's format, or marks a new store with it.
 pub fn check_format(store: &dyn Store) -> Result<Batch, String> {
     let mut batch = Batch::new();
-    match store.get(Table::Meta, FORMAT_KEY).map_err(|e| e.to_string())? {
+    match store
+        .get(Table::Meta, FORMAT_KEY)
+        .map_err(|e| e.to_string())?
+    {
         Some(v) if v == FORMAT => {}
         Some(v) => {
             return Err(format!(
@@ -178,4 +183,168 @@ pub fn start(
         },
         restored,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{AtRule, parse_line};
+    use crate::engine::{Changes, EngineLimits};
+    use crate::store::Loaded;
+    use crate::tls::{Peer, Role};
+    use crate::transport::service::{Prepared, Service};
+
+    /// A service over `store`, as `serve` opens one: a fresh engine, the
+    /// store's state put back, the default rules.
+    fn open_service(store: &Arc<dyn Store>, keys: &Arc<Keys>) -> (Service, Durable) {
+        let rules = Arc::new(CompiledRules::default_rules());
+        let mut engine = Engine::with_key(
+            rules.clone(),
+            EngineLimits::default(),
+            FingerprintKey(keys.records_key()),
+        );
+        let (durable, _) = start(store.clone(), &mut engine, keys.clone(), |e| {
+            e.load_rules(rules).map(drop).map_err(|e| e.to_string())
+        })
+        .expect("the store opens");
+        (Service::new(engine, 30_000), durable)
+    }
+
+    /// One request as the decider handles it: read, put in place, decide,
+    /// commit, answer.
+    fn handle(s: &mut Service, d: &Durable, peer: &Peer, line: &str) -> String {
+        let now = parse_line(line, AtRule::Required)
+            .expect("generated lines are valid")
+            .at
+            .expect("replay lines carry at");
+        let mut out = Vec::new();
+        let prepared = s.prepare(peer, line.as_bytes(), &mut out);
+        let mut loaded = match &prepared {
+            Prepared::Event { ev, .. } => d
+                .persist
+                .read(d.store.as_ref(), Some(ev), None)
+                .expect("a read"),
+            _ => Loaded::default(),
+        };
+        d.persist
+            .admit(s.engine_mut(), &loaded)
+            .expect("stored state decodes");
+        if let Prepared::Event { ev, .. } = &prepared {
+            let missing: Vec<_> = s
+                .engine()
+                .missing(ev)
+                .into_iter()
+                .filter(|id| !loaded.has(id))
+                .collect();
+            d.persist
+                .read_entities(d.store.as_ref(), missing, &mut loaded)
+                .expect("a read");
+            d.persist
+                .admit(s.engine_mut(), &loaded)
+                .expect("stored state decodes");
+        }
+        s.apply(prepared, now, &mut out);
+        let mut changes = Changes::default();
+        s.engine_mut().take_changes(&mut changes);
+        let batch = d
+            .persist
+            .batch(s.engine(), &changes, &loaded)
+            .expect("a batch");
+        d.writer
+            .submit(batch)
+            .expect("queued")
+            .wait()
+            .expect("durable");
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    /// A generated multi-day trace decided by a service that restarts from
+    /// its store every few hundred events (memory emptied: every state,
+    /// record and hold comes back from the store) is decided exactly as
+    /// replay decides it, in one process that never forgets.
+    #[test]
+    fn restarts_from_the_store_change_no_decision() {
+        let cfg = crate::traffic::Config {
+            seed: 11,
+            subscribers: 300,
+            ..crate::traffic::Config::default()
+        };
+        let mut input = Vec::new();
+        crate::traffic::write(&cfg, 6_000, &mut input).expect("in memory");
+        let mut engine = Engine::new(Arc::new(CompiledRules::default_rules()));
+        let mut replayed = Vec::new();
+        crate::replay::run(&mut engine, &input[..], &mut replayed).expect("in memory");
+        let replayed = String::from_utf8(replayed).expect("UTF-8");
+        let want: Vec<&str> = replayed
+            .lines()
+            .filter(|l| l.contains("\"decision\""))
+            .collect();
+
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let keys = Arc::new(Keys::random().expect("keys"));
+        let admin = Peer {
+            name: "ops".into(),
+            role: Role::Admin,
+        };
+        let (mut s, mut d) = open_service(&store, &keys);
+        let mut got = Vec::new();
+        let (mut restarts, mut holds_restored) = (0, 0);
+        for (i, line) in String::from_utf8(input).expect("UTF-8").lines().enumerate() {
+            if i > 0 && i % 397 == 0 {
+                d.writer.shutdown();
+                (s, d) = open_service(&store, &keys);
+                restarts += 1;
+                holds_restored += s.engine().holds_pending();
+            }
+            let body = handle(&mut s, &d, &admin, line);
+            if body.contains("\"decision\"") {
+                got.push(body);
+            }
+        }
+        assert!(
+            restarts >= 10 && holds_restored > 0,
+            "{restarts} {holds_restored}"
+        );
+        assert!(want.len() > 300, "{}", want.len());
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "decision {i}");
+        }
+    }
+
+    /// A retry after a restart answers as before, even though the request
+    /// was decided by an engine long gone.
+    #[test]
+    fn a_retry_after_a_restart_answers_as_before() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let keys = Arc::new(Keys::random().expect("keys"));
+        let pos = Peer {
+            name: "pos".into(),
+            role: Role::Caller,
+        };
+        let swap = |id: &str, at: &str| {
+            format!(
+                r#"{{"id":"{id}","kind":"sim_swap","msisdn":"+447700900001","account":"A1","iccid":"8944110000000000008","at":"{at}"}}"#
+            )
+        };
+        let (mut s, d) = open_service(&store, &keys);
+        let first = handle(&mut s, &d, &pos, &swap("1", "2026-03-01T10:00:00Z"));
+        let second = handle(&mut s, &d, &pos, &swap("2", "2026-03-01T10:05:00Z"));
+        assert!(second.contains("\"hold\""), "{second}");
+        d.writer.shutdown();
+        let (mut s, d) = open_service(&store, &keys);
+        assert_eq!(s.engine().holds_pending(), 1);
+        let retry = handle(&mut s, &d, &pos, &swap("1", "2026-03-01T10:06:00Z"));
+        assert_eq!(
+            retry.replace("\"retry\":true", "\"retry\":false"),
+            first,
+            "{retry}"
+        );
+        let again = handle(&mut s, &d, &pos, &swap("2", "2026-03-01T10:07:00Z"));
+        assert!(again.contains("\"hold\""), "{again}");
+        // A fresh swap on the line swapped before the restart is held:
+        // its history came back.
+        let fresh = handle(&mut s, &d, &pos, &swap("3", "2026-03-01T10:08:00Z"));
+        assert!(fresh.contains("\"hold\""), "{fresh}");
+    }
 }

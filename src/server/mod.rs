@@ -257,6 +257,14 @@ pub fn keys_for(config: &Config) -> Result<(Keys, KeySource), ServeError> {
             KeySource::Development(config.tls_dir.clone()),
         ));
     }
+    // Keys for this process alone cannot open what it keeps on disk after
+    // a restart: only a store in memory may use them.
+    if let durable::Backing::Redb(path) = config.backing() {
+        return Err(ServeError::Keys(format!(
+            "the store {} needs keys that outlive the process: give --keys DIR, a credentials directory holding pseudonym.key, or a TLS directory written by `portcullis certs dev` (it holds development keys); or --store memory",
+            path.display()
+        )));
+    }
     let keys = Keys::random().map_err(|e| ServeError::Keys(e.to_string()))?;
     Ok((keys, KeySource::Ephemeral))
 }
@@ -306,9 +314,10 @@ impl Server {
             EngineLimits::default(),
             FingerprintKey(keys.records_key()),
         );
-        let (durable, restored) =
-            durable::start(store, &mut engine, keys.clone(), |e| apply(e, loaded).map(drop))
-                .map_err(ServeError::Store)?;
+        let (durable, restored) = durable::start(store, &mut engine, keys.clone(), |e| {
+            apply(e, loaded).map(drop)
+        })
+        .map_err(ServeError::Store)?;
         tracing::info!(
             store = %backing.describe(),
             holds = restored.holds,

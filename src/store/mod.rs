@@ -205,6 +205,9 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// Keys and values, in key order, as [`Store::scan`] gives them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The interface every backend implements.
 pub trait Store: Send + Sync {
     /// The value under `key` in `table`, if any.
@@ -218,7 +221,7 @@ pub trait Store: Send + Sync {
     /// Every key and value of `table`, in key order, from one snapshot: for
     /// the tables read whole at start (holds, lists, rulesets, meta), which
     /// are bounded.
-    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, table: Table) -> Result<Entries, StoreError>;
     /// Apply `batches`, in order, in one transaction: all or nothing, and
     /// durable when it returns `Ok`.
     fn commit(&self, batches: &[Batch]) -> Result<(), StoreError>;
@@ -262,7 +265,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, table: Table) -> Result<Entries, StoreError> {
         let tables = self.tables.lock().map_err(|_| MemoryStore::poisoned())?;
         Ok(tables[table.index()]
             .iter()

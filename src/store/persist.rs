@@ -39,9 +39,15 @@ pub enum PersistError {
     Store(StoreError),
     /// A sealed value that does not open (wrong key, tampered, unknown key
     /// id), or a seal that failed.
-    Keys { table: Table, source: KeyError },
+    Keys {
+        table: Table,
+        source: KeyError,
+    },
     /// A value that opened but does not decode.
-    Decode { table: Table, detail: String },
+    Decode {
+        table: Table,
+        detail: String,
+    },
 }
 
 impl fmt::Display for PersistError {
@@ -230,9 +236,7 @@ impl Persist {
         let mut batch = Batch::new();
         let mut plain = Vec::with_capacity(256);
         for id in &changes.entities {
-            let p = loaded
-                .pseudonym(id)
-                .unwrap_or_else(|| self.entity_key(id));
+            let p = loaded.pseudonym(id).unwrap_or_else(|| self.entity_key(id));
             plain.clear();
             if engine.encode_entity(id, &mut plain) {
                 let sealed = self.seal(Table::Entities, &p.0, &plain)?;
@@ -285,13 +289,20 @@ impl Persist {
     /// Puts every pending hold and every list value the store holds in
     /// place in `engine` (at start: both are bounded, and a verification or
     /// a rule must find them without a read).
-    pub fn restore(&self, store: &dyn Store, engine: &mut Engine) -> Result<Restored, PersistError> {
+    pub fn restore(
+        &self,
+        store: &dyn Store,
+        engine: &mut Engine,
+    ) -> Result<Restored, PersistError> {
         let mut done = Restored::default();
         for (key, sealed) in store.scan(Table::Holds)? {
-            let k: [u8; 16] = key.as_slice().try_into().map_err(|_| PersistError::Decode {
-                table: Table::Holds,
-                detail: "a key that is not 16 bytes".into(),
-            })?;
+            let k: [u8; 16] = key
+                .as_slice()
+                .try_into()
+                .map_err(|_| PersistError::Decode {
+                    table: Table::Holds,
+                    detail: "a key that is not 16 bytes".into(),
+                })?;
             let plain = self.open(Table::Holds, &key, &sealed)?;
             engine
                 .admit_hold(k, &plain)
@@ -311,10 +322,14 @@ impl Persist {
                 detail: "a list name that is not UTF-8".into(),
             })?;
             let plain = self.open(Table::Lists, &key, &sealed)?;
-            let value: [u8; 16] = plain.as_slice().try_into().map_err(|_| PersistError::Decode {
-                table: Table::Lists,
-                detail: "a value that is not 16 bytes".into(),
-            })?;
+            let value: [u8; 16] =
+                plain
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| PersistError::Decode {
+                        table: Table::Lists,
+                        detail: "a value that is not 16 bytes".into(),
+                    })?;
             engine.admit_list_value(name, u128::from_be_bytes(value));
             done.list_values += 1;
         }

@@ -18,6 +18,7 @@
 //! Reads run in read transactions: redb's MVCC gives each a snapshot, and
 //! readers never wait for the writer.
 
+use super::Entries;
 use super::{Batch, Store, StoreError, Table};
 use ::redb::{Database, Durability, TableDefinition, WriteTransaction};
 use std::path::{Path, PathBuf};
@@ -180,7 +181,7 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, table: Table) -> Result<Entries, StoreError> {
         use ::redb::ReadableTable;
         let txn = self
             .db

@@ -361,6 +361,8 @@ mod tests {
         fail_at: usize,
     }
 
+    use crate::store::Entries;
+
     impl Store for Failing {
         fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.get(t, k)
@@ -368,7 +370,7 @@ mod tests {
         fn get_many(&self, k: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
             self.inner.get_many(k)
         }
-        fn scan(&self, t: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        fn scan(&self, t: Table) -> Result<Entries, StoreError> {
             self.inner.scan(t)
         }
         fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
@@ -451,7 +453,7 @@ mod tests {
             fn get_many(&self, k: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
                 Ok(vec![None; k.len()])
             }
-            fn scan(&self, _: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+            fn scan(&self, _: Table) -> Result<Entries, StoreError> {
                 Ok(Vec::new())
             }
             fn commit(&self, _: &[Batch]) -> Result<(), StoreError> {

@@ -56,6 +56,9 @@ fn unscoped(scoped: &str) -> &str {
 
 /// A request body parsed and checked, not yet applied: see
 /// [`Service::prepare`].
+// An event is moved once, from parsing to the engine: boxing it would cost
+// an allocation per request to shrink a value that lives microseconds.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prepared {
     /// The answer is written (a bad body, a forbidden kind).

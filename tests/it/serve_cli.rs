@@ -172,6 +172,8 @@ fn swap(id: usize) -> String {
 #[test]
 fn serve_logs_its_address_answers_and_stops_on_sigterm() {
     let tls_dir = pki("basic");
+    // As `certs dev` writes them: a durable store needs lasting keys.
+    portcullis::keys::write_dev_keys(&tls_dir).expect("development keys");
     let data = tls_dir.with_file_name("data");
     let mut s = Serving::start(&[
         "--quic",
@@ -217,7 +219,16 @@ fn serve_exits_non_zero_with_a_clear_message() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let in_use = taken.local_addr().expect("addr").to_string();
     let any = "127.0.0.1:0";
-    let cases: [(&[&str], i32, &[&str]); 6] = [
+    let data = tls_dir.with_file_name("data");
+    let data = data.to_str().expect("UTF-8");
+    let cases: [(&[&str], i32, &[&str]); 7] = [
+        // A durable store with no lasting keys (this TLS directory holds
+        // none): what it keeps could not be read after a restart.
+        (
+            &["--quic", any, "--tls-dir", tls, "--data", data],
+            1,
+            &["needs keys that outlive the process", "--keys"],
+        ),
         (
             &["--quic", any, "--tls-dir", tls, "--config", &bad_config],
             2,
@@ -471,4 +482,74 @@ fn serve_says_where_its_keys_come_from() {
         err.contains("seal-1.key") && err.contains("chmod 600"),
         "{err}"
     );
+}
+
+/// A swap on a fixed line, for the restart test.
+fn swap_on_line(id: usize) -> String {
+    format!(
+        r#"{{"id":"{id}","kind":"sim_swap","msisdn":"+447700900777","account":"A777","iccid":"8944110000000000008"}}"#
+    )
+}
+
+/// State survives a restart with no option but `--data`: a retry of a
+/// request decided before it answers as before, a hold made before it
+/// stays pending, and the history written before it still drives
+/// decisions (a fresh SIM swap on the just-swapped line is held). The
+/// store file holds the line's number in no spelling.
+#[test]
+fn serve_keeps_state_across_restarts() {
+    let tls_dir = pki("restart");
+    portcullis::keys::write_dev_keys(&tls_dir).expect("development keys");
+    let data = tls_dir.with_file_name("data");
+    let args = [
+        "--quic",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().expect("UTF-8"),
+        "--tls-dir",
+        tls_dir.to_str().expect("UTF-8"),
+    ];
+    let mut s = Serving::start(&args);
+    let addr = s.addr();
+    let (first, held) = rt().block_on(async {
+        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
+        let first = call(&conn, &swap_on_line(1)).await.expect("an answer");
+        let held = call(&conn, &swap_on_line(2)).await.expect("an answer");
+        (first, held)
+    });
+    assert_eq!(first["decision"], "allow", "{first}");
+    assert_eq!(held["decision"], "hold", "{held}");
+    s.signal("-TERM");
+    let (status, log) = s.wait();
+    assert!(status.success(), "{status:?}: {log:?}");
+
+    let mut s = Serving::start(&args);
+    let addr = s.addr();
+    rt().block_on(async {
+        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
+        let retry = call(&conn, &swap_on_line(1)).await.expect("an answer");
+        assert_eq!(retry, first);
+        let again = call(&conn, &swap_on_line(2)).await.expect("an answer");
+        assert_eq!(again["decision"], "hold", "{again}");
+        let fresh = call(&conn, &swap_on_line(3)).await.expect("an answer");
+        assert_eq!(fresh["decision"], "hold", "{fresh}");
+    });
+    s.signal("-TERM");
+    let (status, log) = s.wait();
+    assert!(status.success(), "{status:?}: {log:?}");
+
+    let file = std::fs::read(data.join("portcullis.redb")).expect("the store file");
+    let number: u64 = 447_700_900_777;
+    let spellings: [Vec<u8>; 4] = [
+        b"447700900777".to_vec(),
+        number.to_be_bytes().to_vec(),
+        number.to_le_bytes().to_vec(),
+        vec![0x44, 0x77, 0x00, 0x90, 0x07, 0x77],
+    ];
+    for s in &spellings {
+        assert!(
+            !file.windows(s.len()).any(|w| w == &s[..]),
+            "the store holds the number as {s:?}"
+        );
+    }
 }

@@ -96,6 +96,8 @@ impl Slow {
     }
 }
 
+use portcullis::store::Entries;
+
 impl Store for Slow {
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(t, k)
@@ -103,7 +105,7 @@ impl Store for Slow {
     fn get_many(&self, k: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         self.inner.get_many(k)
     }
-    fn scan(&self, t: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, t: Table) -> Result<Entries, StoreError> {
         self.inner.scan(t)
     }
     fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
