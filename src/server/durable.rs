@@ -59,9 +59,27 @@ pub fn open(backing: &Backing) -> Result<Arc<dyn Store>, String> {
             if let Some(dir) = path.parent() {
                 create_private_dir(dir)?;
             }
+            create_private_file(path)?;
             let store = RedbStore::open(path).map_err(|e| e.to_string())?;
             Ok(Arc::new(store))
         }
+    }
+}
+
+/// Creates the store file empty, mode 0600, if it is missing (redb makes
+/// a new store in an empty file): what it holds is pseudonyms and sealed
+/// values, and still no one else's to read.
+fn create_private_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create the store {}: {e}", path.display())),
     }
 }
 

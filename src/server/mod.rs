@@ -308,22 +308,33 @@ impl Server {
         log_key_source(&source);
         let keys = Arc::new(keys);
         let backing = config.backing();
-        let store = durable::open(&backing).map_err(ServeError::Store)?;
         let mut engine = Engine::with_key(
             loaded.rules.clone(),
             EngineLimits::default(),
             FingerprintKey(keys.records_key()),
         );
-        let (durable, restored) = durable::start(store, &mut engine, keys.clone(), |e| {
-            apply(e, loaded).map(drop)
-        })
-        .map_err(ServeError::Store)?;
-        tracing::info!(
-            store = %backing.describe(),
-            holds = restored.holds,
-            list_values = restored.list_values,
-            "state opened"
-        );
+        // In memory the engine alone holds state, as replay does: nothing
+        // to read before deciding, nothing to seal or commit after.
+        let durable = match &backing {
+            durable::Backing::Memory => {
+                apply(&mut engine, loaded).map_err(ServeError::Config)?;
+                None
+            }
+            durable::Backing::Redb(_) => {
+                let store = durable::open(&backing).map_err(ServeError::Store)?;
+                let (durable, restored) = durable::start(store, &mut engine, keys.clone(), |e| {
+                    apply(e, loaded).map(drop)
+                })
+                .map_err(ServeError::Store)?;
+                tracing::info!(
+                    store = %backing.describe(),
+                    holds = restored.holds,
+                    list_values = restored.list_values,
+                    "state opened"
+                );
+                Some(durable)
+            }
+        };
         let endpoint = bind(&config, quinn_config)?;
         let addr = endpoint
             .local_addr()
@@ -336,7 +347,7 @@ impl Server {
             &config.limits,
             alerts.clone(),
             keys,
-            Some(durable),
+            durable,
         ));
         let shared = Arc::new(Shared {
             decider: decider.clone(),

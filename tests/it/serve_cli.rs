@@ -538,7 +538,14 @@ fn serve_keeps_state_across_restarts() {
     let (status, log) = s.wait();
     assert!(status.success(), "{status:?}: {log:?}");
 
-    let file = std::fs::read(data.join("portcullis.redb")).expect("the store file");
+    use std::os::unix::fs::PermissionsExt;
+    let path = data.join("portcullis.redb");
+    let mode = std::fs::metadata(&path)
+        .expect("the store file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let file = std::fs::read(&path).expect("the store file");
     let number: u64 = 447_700_900_777;
     let spellings: [Vec<u8>; 4] = [
         b"447700900777".to_vec(),
@@ -552,4 +559,138 @@ fn serve_keeps_state_across_restarts() {
             "the store holds the number as {s:?}"
         );
     }
+}
+
+/// A swap of `line` with request id `id`.
+fn swap_of(id: &str, line: u64) -> String {
+    format!(
+        r#"{{"id":"{id}","kind":"sim_swap","msisdn":"+44{line}","account":"C{line}","iccid":"8944110000000000008"}}"#
+    )
+}
+
+/// A small seeded generator: the crash test's kill times replay from the
+/// seed it prints.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// The binary under concurrent load, killed with SIGKILL at random
+/// moments, again and again (`PORTCULLIS_CRASH_CYCLES`, default 20; set it
+/// to thousands for the long mode). After each restart every answer ever
+/// acknowledged is answered the same on retry, and the history behind them
+/// still drives decisions: a fresh SIM swap on a line whose swap was
+/// allowed before the crash is held.
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_answer() {
+    use portcullis::client::Client;
+    use std::sync::{Arc, Mutex};
+    let cycles: u64 = std::env::var("PORTCULLIS_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("PORTCULLIS_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    println!("crash test: {cycles} cycles, seed {seed}");
+    let mut rng = Lcg(seed);
+    let tls_dir = pki("crash");
+    portcullis::keys::write_dev_keys(&tls_dir).expect("development keys");
+    let data = tls_dir.with_file_name("data");
+    let args = [
+        "--quic",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().expect("UTF-8"),
+        "--tls-dir",
+        tls_dir.to_str().expect("UTF-8"),
+    ];
+    // Every acknowledged request and its answer, and the lines whose swap
+    // was allowed.
+    let acked: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let allowed: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let mut checked_lines = 0;
+    for cycle in 0..cycles {
+        let mut s = Serving::start(&args);
+        let addr = s.addr();
+        let kill_after = Duration::from_millis(50 + rng.below(250));
+        let before = acked.lock().expect("lock").clone();
+        // The lines allowed last before the crash (the likeliest to be lost
+        // if an answer ever went out before its commit), and a few older.
+        let lines: Vec<u64> = allowed.lock().expect("lock").clone();
+        let mut sample: Vec<u64> = lines.iter().rev().take(10).copied().collect();
+        for _ in 0..lines.len().min(10) {
+            sample.push(lines[rng.below(lines.len() as u64) as usize]);
+        }
+        rt().block_on(async {
+            let client = Arc::new(
+                Client::connect(addr, &tls_dir, "client", "localhost")
+                    .await
+                    .expect("connect"),
+            );
+            // History survived: a fresh swap on a line swapped before is held.
+            // Checked before the retries, which would decide a lost swap again.
+            for (i, line) in sample.iter().enumerate() {
+                let body = swap_of(&format!("again-{cycle}-{i}"), *line);
+                let got = client.decide(&body).await.expect("an answer");
+                assert_eq!(got["decision"], "hold", "{body}: {got}");
+                checked_lines += 1;
+            }
+            // Retries of everything acknowledged before the crash.
+            let mut retries = tokio::task::JoinSet::new();
+            for chunk in before.chunks(before.len().div_ceil(8).max(1)) {
+                let (client, chunk) = (client.clone(), chunk.to_vec());
+                retries.spawn(async move {
+                    for (body, answer) in chunk {
+                        let got = client.decide(&body).await.expect("a retry answer");
+                        assert_eq!(got, answer, "the retry of {body}");
+                    }
+                });
+            }
+            while let Some(r) = retries.join_next().await {
+                r.expect("retries");
+            }
+            // Load from 32 tasks, until the kill.
+            let mut load = tokio::task::JoinSet::new();
+            for task in 0..32u64 {
+                let (client, acked, allowed) = (client.clone(), acked.clone(), allowed.clone());
+                load.spawn(async move {
+                    for n in 0.. {
+                        let line = 7_700_000_000 + cycle * 100_000 + task * 10_000 + n;
+                        let body = swap_of(&format!("c{cycle}-t{task}-n{n}"), line);
+                        let Ok(answer) = client.decide(&body).await else {
+                            return;
+                        };
+                        if answer["decision"] == "allow" {
+                            allowed.lock().expect("lock").push(line);
+                        }
+                        acked.lock().expect("lock").push((body, answer));
+                    }
+                });
+            }
+            tokio::time::sleep(kill_after).await;
+            s.signal("-KILL");
+            // Requests in flight get no answer: end them now rather than at
+            // the idle timeout.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            client
+                .connection()
+                .close(0u32.into(), b"the server was killed");
+            while load.join_next().await.is_some() {}
+        });
+        let (status, _) = s.wait();
+        assert!(!status.success(), "cycle {cycle}: killed, yet {status:?}");
+    }
+    let acked = acked.lock().expect("lock").len();
+    println!("crash test: {acked} answers acknowledged, {checked_lines} lines checked");
+    assert!(acked > cycles as usize * 10, "only {acked} acknowledged");
+    assert!(checked_lines > 0);
 }
