@@ -301,6 +301,20 @@ impl Server {
     /// Starts serving `config` with time from `clock`. Must run inside a
     /// tokio runtime (with the time and I/O drivers).
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Server, ServeError> {
+        let store = match config.backing() {
+            durable::Backing::Memory => None,
+            backing => Some(durable::open(&backing).map_err(ServeError::Store)?),
+        };
+        Server::start_over(config, clock, store).await
+    }
+
+    /// [`Server::start`] over a store opened elsewhere (a simulated disk in
+    /// the failure tests), or, with `None`, state in memory alone.
+    pub async fn start_over(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        store: Option<Arc<dyn crate::store::Store>>,
+    ) -> Result<Server, ServeError> {
         config.limits.check().map_err(|e| ServeError::Config(e.0))?;
         let loaded = load(&config).map_err(ServeError::Config)?;
         let quinn_config = config.quinn_server().map_err(ServeError::Tls)?;
@@ -315,13 +329,12 @@ impl Server {
         );
         // In memory the engine alone holds state, as replay does: nothing
         // to read before deciding, nothing to seal or commit after.
-        let durable = match &backing {
-            durable::Backing::Memory => {
+        let durable = match store {
+            None => {
                 apply(&mut engine, loaded).map_err(ServeError::Config)?;
                 None
             }
-            durable::Backing::Redb(_) => {
-                let store = durable::open(&backing).map_err(ServeError::Store)?;
+            Some(store) => {
                 let (durable, restored) = durable::start(store, &mut engine, keys.clone(), |e| {
                     apply(e, loaded).map(drop)
                 })

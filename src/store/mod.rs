@@ -14,6 +14,7 @@
 //! fsync, and acknowledges each batch only once it and every earlier one are
 //! durable.
 
+pub mod fault;
 pub mod persist;
 pub mod redb;
 pub mod writer;

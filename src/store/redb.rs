@@ -47,7 +47,23 @@ impl RedbStore {
     /// are missing. After a crash, redb recovers here (quickly: see the
     /// module header).
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
-        let db = Database::builder().create(path).map_err(|e| {
+        RedbStore::open_with(path, |b| b.create(path))
+    }
+
+    /// Opens a store over a storage backend of its own (the fault-injecting
+    /// disk of [`super::fault`]); `name` stands for its path in errors.
+    pub fn open_backend(
+        name: &Path,
+        backend: impl ::redb::StorageBackend,
+    ) -> Result<RedbStore, StoreError> {
+        RedbStore::open_with(name, |b| b.create_with_backend(backend))
+    }
+
+    fn open_with(
+        path: &Path,
+        create: impl FnOnce(&::redb::Builder) -> Result<Database, ::redb::DatabaseError>,
+    ) -> Result<RedbStore, StoreError> {
+        let db = create(&Database::builder()).map_err(|e| {
             let e = ::redb::Error::from(e);
             match e {
                 ::redb::Error::Corrupted(detail) => StoreError::Corrupt {

@@ -9,6 +9,7 @@ mod fuzz_corpus;
 mod generate;
 mod keys;
 mod loadgen;
+mod power;
 mod props;
 mod replay_cases;
 mod rules_edit;

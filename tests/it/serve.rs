@@ -707,3 +707,49 @@ impl Clock for SlowClock {
         SystemClock.now()
     }
 }
+
+/// A swap on line `n`, id `n`.
+fn swap_n(n: u32) -> String {
+    format!(
+        r#"{{"id":"f{n}","kind":"sim_swap","msisdn":"+4477009{n:05}","account":"F{n}","iccid":"8944110000000000008"}}"#
+    )
+}
+
+/// A failed fsync or a failed write under the service: the request whose
+/// change could not be made durable is answered `unavailable` (retryable,
+/// never an allow), and so is every request after it, even once the disk
+/// is healthy again; the server says its store failed (the binary then
+/// exits non-zero). What was acknowledged before is on the disk.
+#[test]
+fn a_failed_sync_or_write_stops_every_answer() {
+    use portcullis::store::fault::{Disk, Fault};
+    use portcullis::store::{RedbStore, Store};
+    for fault in [Fault::SyncFails, Fault::WriteFails] {
+        rt().block_on(async {
+            let disk = Disk::new();
+            let store: Arc<dyn Store> = Arc::new(
+                RedbStore::open_backend(Path::new("simulated-disk"), disk.backend())
+                    .expect("the store opens"),
+            );
+            let server =
+                Server::start_over(Config::local(pki()), Arc::new(SystemClock), Some(store))
+                    .await
+                    .unwrap_or_else(|e| panic!("start: {e}"));
+            let (_ep, conn) = connect(server.local_addr(), "client").await;
+            let first = call(&conn, &swap_n(1)).await;
+            assert_eq!(first["decision"], "allow", "{first}");
+            assert!(!server.store_failed());
+            disk.set_fault(fault);
+            let failed = call(&conn, &swap_n(2)).await;
+            assert_eq!(code(&failed), "unavailable", "{fault:?}: {failed}");
+            assert_eq!(failed["error"]["retryable"], true, "{failed}");
+            assert!(server.store_failed(), "{fault:?}");
+            disk.set_fault(Fault::None);
+            for body in [swap_n(3), swap_n(1)] {
+                let v = call(&conn, &body).await;
+                assert_eq!(code(&v), "unavailable", "{fault:?}: {body}: {v}");
+            }
+            server.shutdown().await;
+        });
+    }
+}
