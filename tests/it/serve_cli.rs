@@ -694,3 +694,118 @@ fn sigkill_under_load_loses_no_acknowledged_answer() {
     assert!(acked > cycles as usize * 10, "only {acked} acknowledged");
     assert!(checked_lines > 0);
 }
+
+/// The spellings of an identifier a careless store or log would hold: its
+/// text, its digits, its number as 64- or 128-bit integers in either byte
+/// order, and packed decimal (two digits a byte, in either nibble order,
+/// as telecom systems pack IMSIs).
+fn spellings(id: &str) -> Vec<Vec<u8>> {
+    let mut out = vec![id.as_bytes().to_vec()];
+    let digits: String = id.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() >= 5 && digits.len() == id.trim_start_matches('+').len() {
+        out.push(digits.as_bytes().to_vec());
+        // Integers of any width: their significant bytes (a 64-bit and a
+        // 128-bit spelling share them; the zero bytes around say nothing).
+        if let Ok(n) = digits.parse::<u128>() {
+            let be = n.to_be_bytes();
+            let first = be.iter().position(|b| *b != 0).unwrap_or(15);
+            out.push(be[first..].to_vec());
+            let mut le = be[first..].to_vec();
+            le.reverse();
+            out.push(le);
+        }
+        let d: Vec<u8> = digits.bytes().map(|b| b - b'0').collect();
+        for swap in [false, true] {
+            let packed: Vec<u8> = d
+                .chunks(2)
+                .map(|p| {
+                    let (a, b) = (p[0], p.get(1).copied().unwrap_or(0xf));
+                    if swap { b << 4 | a } else { a << 4 | b }
+                })
+                .collect();
+            // The first bytes alone: a prefix this long is no accident.
+            out.push(packed[..packed.len().min(6)].to_vec());
+        }
+    }
+    out
+}
+
+/// Identifiers planted through a live run (every kind, by every event of
+/// the contract's examples, and an alert) are found in no spelling in the
+/// data directory or the log.
+#[test]
+fn no_identifier_reaches_the_data_directory_or_the_log() {
+    use portcullis::client::Client;
+    let tls_dir = pki("privacy");
+    portcullis::keys::write_dev_keys(&tls_dir).expect("development keys");
+    let data = tls_dir.with_file_name("data");
+    let mut s = Serving::start(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().expect("UTF-8"),
+        "--tls-dir",
+        tls_dir.to_str().expect("UTF-8"),
+    ]);
+    let addr = s.addr();
+    let examples = std::fs::read_to_string(crate::support::repo().join("proto/examples/events.jsonl"))
+        .expect("the examples");
+    let mut events: Vec<String> = examples.lines().map(str::to_string).collect();
+    // An unapproved SIM change: an alert, which is logged.
+    events.push(r#"{"id":"ds-1","kind":"device_seen","msisdn":"+447700911222","imsi":"234151111111111","imei":"356938035643809"}"#.into());
+    events.push(r#"{"id":"ds-2","kind":"device_seen","msisdn":"+447700911222","imsi":"234152222222222","imei":"356938035643809"}"#.into());
+    let mut ids = Vec::new();
+    rt().block_on(async {
+        let client = Client::connect(addr, &tls_dir, "admin", "localhost")
+            .await
+            .expect("connect");
+        for line in &events {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            for field in ["msisdn", "imsi", "imei", "iccid", "eid", "account", "value"] {
+                if let Some(id) = v[field].as_str() {
+                    ids.push(id.to_string());
+                }
+            }
+            let _ = client.call(line.as_bytes()).await.expect("an answer");
+        }
+    });
+    s.signal("-TERM");
+    let (status, log) = s.wait();
+    assert!(status.success(), "{status:?}: {log:?}");
+    assert!(log.iter().any(|l| l.contains("alert raised")), "{log:?}");
+    assert!(ids.len() > 30, "{ids:?}");
+    let log = log.join("\n").into_bytes();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&data).expect("the data directory") {
+        let path = entry.expect("an entry").path();
+        files.push((path.display().to_string(), std::fs::read(&path).expect("read")));
+    }
+    files.push(("the log".into(), log));
+    let needles: Vec<(String, Vec<u8>)> = ids
+        .iter()
+        .flat_map(|id| spellings(id).into_iter().map(move |s| (id.clone(), s)))
+        .collect();
+    for (name, bytes) in &files {
+        if let Some((id, spelling)) = find_any(bytes, &needles) {
+            panic!("{name} holds {id} as {spelling:?}");
+        }
+    }
+}
+
+/// The first of `needles` found in `hay`, in one pass: needles are
+/// indexed by their first byte, so each position is compared only with
+/// the few that could start there.
+fn find_any<'n>(hay: &[u8], needles: &'n [(String, Vec<u8>)]) -> Option<&'n (String, Vec<u8>)> {
+    let mut by_first: Vec<Vec<&(String, Vec<u8>)>> = vec![Vec::new(); 256];
+    for n in needles {
+        by_first[usize::from(n.1[0])].push(n);
+    }
+    (0..hay.len()).find_map(|i| {
+        by_first[usize::from(hay[i])]
+            .iter()
+            .find(|n| hay[i..].starts_with(&n.1))
+            .copied()
+    })
+}
