@@ -809,3 +809,52 @@ fn find_any<'n>(hay: &[u8], needles: &'n [(String, Vec<u8>)]) -> Option<&'n (Str
             .copied()
     })
 }
+
+/// Rotating the sealing key keeps every record reachable: a SIM swap made
+/// before `keys rotate` still holds a SIM swap after it, a retry answers as
+/// before, and what is written afterwards is sealed under the new key.
+#[test]
+fn a_sealing_key_rotation_keeps_every_record_reachable() {
+    let tls_dir = pki("rotate");
+    let keys = tls_dir.with_file_name("keys");
+    portcullis::keys::write_dev_keys(&keys).expect("keys");
+    let data = tls_dir.with_file_name("data");
+    let args = [
+        "--quic",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().expect("UTF-8"),
+        "--tls-dir",
+        tls_dir.to_str().expect("UTF-8"),
+        "--keys",
+        keys.to_str().expect("UTF-8"),
+    ];
+    let mut s = Serving::start(&args);
+    let addr = s.addr();
+    let first = rt().block_on(async {
+        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
+        call(&conn, &swap_on_line(1)).await.expect("an answer")
+    });
+    assert_eq!(first["decision"], "allow", "{first}");
+    s.signal("-TERM");
+    assert!(s.wait().0.success());
+
+    let out = Command::new(BIN)
+        .args(["keys", "rotate", "--keys", keys.to_str().expect("UTF-8")])
+        .output()
+        .expect("run keys rotate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(keys.join("seal-2.key").exists());
+
+    let mut s = Serving::start(&args);
+    let addr = s.addr();
+    rt().block_on(async {
+        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
+        let retry = call(&conn, &swap_on_line(1)).await.expect("an answer");
+        assert_eq!(retry, first);
+        let fresh = call(&conn, &swap_on_line(2)).await.expect("an answer");
+        assert_eq!(fresh["decision"], "hold", "{fresh}");
+    });
+    s.signal("-TERM");
+    assert!(s.wait().0.success());
+}
