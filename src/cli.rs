@@ -53,6 +53,28 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Write a consistent snapshot of a data directory's store to FILE
+    /// (while the service runs, through its control socket). Back up the
+    /// keys directory apart: the snapshot holds only pseudonyms and sealed
+    /// values.
+    Backup {
+        /// The data directory (as `serve --data`).
+        #[arg(long)]
+        data: PathBuf,
+        /// The backup file to write (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Put a backup in place as a data directory's store (refused if the
+    /// directory holds a store or a service runs on it).
+    Restore {
+        /// The data directory to restore into.
+        #[arg(long)]
+        data: PathBuf,
+        /// The backup file `portcullis backup` wrote.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Run the decision service on QUIC with mutual TLS.
     Serve(crate::server::ServeOptions),
     /// Send events to a running service and print its answers as JSON lines.
@@ -164,6 +186,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys {
             command: KeysCommand::Rotate { keys },
         } => crate::keys::rotate_command(&keys),
+        Command::Backup { data, out } => crate::store::backup::backup_command(&data, &out),
+        Command::Restore { data, from } => crate::store::backup::restore_command(&data, &from),
         Command::Serve(o) => crate::server::command(&o),
         Command::Call(o) => crate::client::call_command(&o),
         Command::Loadgen(o) => crate::loadgen::command(&o),

@@ -268,6 +268,11 @@ impl Decider {
         Ok(line)
     }
 
+    /// The store behind the engine, if any.
+    pub fn store(&self) -> Option<Arc<dyn Store>> {
+        self.store.as_ref().map(|(s, _)| Arc::clone(s))
+    }
+
     /// Whether the store failed: every request is answered `unavailable`.
     pub fn store_failed(&self) -> bool {
         self.store.as_ref().is_some_and(|(_, w)| w.is_failed())

@@ -17,6 +17,7 @@ pub mod alerts;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod decider;
 pub mod durable;
 
@@ -348,6 +349,10 @@ impl Server {
                 Some(durable)
             }
         };
+        let control = match (&config.data, durable.is_some()) {
+            (Some(data), true) => Some(control::bind(data).map_err(ServeError::Store)?),
+            _ => None,
+        };
         let endpoint = bind(&config, quinn_config)?;
         let addr = endpoint
             .local_addr()
@@ -373,6 +378,10 @@ impl Server {
         let (shutdown, _) = watch::channel(false);
         let (in_flight, all_done) = mpsc::channel(1);
         tokio::spawn(decider.clone().run_timer(shutdown.subscribe()));
+        if let (Some(listener), Some(store)) = (control, decider.store()) {
+            let (listener, path) = listener;
+            tokio::spawn(control::serve(listener, path, store, shutdown.subscribe()));
+        }
         tokio::spawn(accept(
             endpoint.clone(),
             shared,

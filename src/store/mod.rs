@@ -14,6 +14,7 @@
 //! fsync, and acknowledges each batch only once it and every earlier one are
 //! durable.
 
+pub mod backup;
 pub mod fault;
 pub mod persist;
 pub mod redb;
@@ -206,6 +207,9 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// Where [`Store::export`] sends each entry.
+pub type ExportSink<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// Keys and values, in key order, as [`Store::scan`] gives them.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -223,6 +227,17 @@ pub trait Store: Send + Sync {
     /// the tables read whole at start (holds, lists, rulesets, meta), which
     /// are bounded.
     fn scan(&self, table: Table) -> Result<Entries, StoreError>;
+    /// Every entry of every table, read from one snapshot, to `sink`: a
+    /// backup. The default reads table by table, which is one snapshot
+    /// only for a store nothing writes meanwhile; the backends override it.
+    fn export(&self, sink: &mut ExportSink<'_>) -> Result<(), StoreError> {
+        for table in Table::ALL {
+            for (k, v) in self.scan(table)? {
+                sink(table, &k, &v)?;
+            }
+        }
+        Ok(())
+    }
     /// Apply `batches`, in order, in one transaction: all or nothing, and
     /// durable when it returns `Ok`.
     fn commit(&self, batches: &[Batch]) -> Result<(), StoreError>;
@@ -272,6 +287,16 @@ impl Store for MemoryStore {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+    fn export(&self, sink: &mut ExportSink<'_>) -> Result<(), StoreError> {
+        // One lock held throughout: one snapshot.
+        let tables = self.tables.lock().map_err(|_| MemoryStore::poisoned())?;
+        for table in Table::ALL {
+            for (k, v) in &tables[table.index()] {
+                sink(table, k, v)?;
+            }
+        }
+        Ok(())
     }
     fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
         let mut tables = self.tables.lock().map_err(|_| MemoryStore::poisoned())?;

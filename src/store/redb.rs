@@ -214,6 +214,26 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn export(&self, sink: &mut super::ExportSink<'_>) -> Result<(), StoreError> {
+        use ::redb::ReadableTable;
+        // One read transaction for every table: one snapshot, while the
+        // writer goes on (redb readers never wait for it).
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.read_error(Table::Meta, e))?;
+        for table in Table::ALL {
+            let t = txn
+                .open_table(definition(table))
+                .map_err(|e| self.read_error(table, e))?;
+            for item in t.iter().map_err(|e| self.read_error(table, e))? {
+                let (k, v) = item.map_err(|e| self.read_error(table, e))?;
+                sink(table, k.value(), v.value())?;
+            }
+        }
+        Ok(())
+    }
+
     /// One write transaction for all of `batches`. On any error the
     /// transaction is dropped, which aborts it: nothing applies.
     fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {

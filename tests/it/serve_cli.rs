@@ -748,8 +748,9 @@ fn no_identifier_reaches_the_data_directory_or_the_log() {
         tls_dir.to_str().expect("UTF-8"),
     ]);
     let addr = s.addr();
-    let examples = std::fs::read_to_string(crate::support::repo().join("proto/examples/events.jsonl"))
-        .expect("the examples");
+    let examples =
+        std::fs::read_to_string(crate::support::repo().join("proto/examples/events.jsonl"))
+            .expect("the examples");
     let mut events: Vec<String> = examples.lines().map(str::to_string).collect();
     // An unapproved SIM change: an alert, which is logged.
     events.push(r#"{"id":"ds-1","kind":"device_seen","msisdn":"+447700911222","imsi":"234151111111111","imei":"356938035643809"}"#.into());
@@ -780,7 +781,10 @@ fn no_identifier_reaches_the_data_directory_or_the_log() {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(&data).expect("the data directory") {
         let path = entry.expect("an entry").path();
-        files.push((path.display().to_string(), std::fs::read(&path).expect("read")));
+        files.push((
+            path.display().to_string(),
+            std::fs::read(&path).expect("read"),
+        ));
     }
     files.push(("the log".into(), log));
     let needles: Vec<(String, Vec<u8>)> = ids
@@ -843,7 +847,11 @@ fn a_sealing_key_rotation_keeps_every_record_reachable() {
         .args(["keys", "rotate", "--keys", keys.to_str().expect("UTF-8")])
         .output()
         .expect("run keys rotate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(keys.join("seal-2.key").exists());
 
     let mut s = Serving::start(&args);
@@ -857,4 +865,140 @@ fn a_sealing_key_rotation_keeps_every_record_reachable() {
     });
     s.signal("-TERM");
     assert!(s.wait().0.success());
+}
+
+/// `portcullis backup` under load (through the running service's control
+/// socket: a read transaction, not a file copy), then `restore` into a new
+/// data directory: the restored store answers retries exactly as the
+/// original did and its history still holds a fresh swap; a restore never
+/// overwrites a store; a backup of a stopped service's store works too.
+#[test]
+fn a_backup_under_load_restores_to_the_same_answers() {
+    use portcullis::client::Client;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tls_dir = pki("backup");
+    portcullis::keys::write_dev_keys(&tls_dir).expect("development keys");
+    let data = tls_dir.with_file_name("data");
+    let tls = tls_dir.to_str().expect("UTF-8").to_string();
+    let serve_args = |data: &Path| {
+        vec![
+            "--quic".to_string(),
+            "127.0.0.1:0".into(),
+            "--data".into(),
+            data.to_str().expect("UTF-8").into(),
+            "--tls-dir".into(),
+            tls.clone(),
+        ]
+    };
+    let args = serve_args(&data);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut s = Serving::start(&args);
+    let addr = s.addr();
+    let file = tls_dir.with_file_name("backup.redb");
+    let acked = rt().block_on(async {
+        let client = Arc::new(
+            Client::connect(addr, &tls_dir, "client", "localhost")
+                .await
+                .expect("connect"),
+        );
+        let mut acked = Vec::new();
+        for n in 0..40u64 {
+            let body = swap_of(&format!("b{n}"), 7_800_000_000 + n / 2);
+            let answer = client.decide(&body).await.expect("an answer");
+            acked.push((body, answer));
+        }
+        // Load goes on while the backup is taken.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut load = tokio::task::JoinSet::new();
+        for task in 0..4u64 {
+            let (client, stop) = (client.clone(), stop.clone());
+            load.spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = swap_of(&format!("l{task}-{n}"), 7_900_000_000 + task * 100_000 + n);
+                    client.decide(&body).await.expect("an answer");
+                    n += 1;
+                }
+                n
+            });
+        }
+        let (data, file) = (data.clone(), file.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["backup", "--data", data.to_str().expect("UTF-8")])
+                .args(["--out", file.to_str().expect("UTF-8")])
+                .output()
+                .expect("run backup")
+        })
+        .await
+        .expect("backup");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("backup written"));
+        stop.store(true, Ordering::Relaxed);
+        let mut sent = 0;
+        while let Some(n) = load.join_next().await {
+            sent += n.expect("load");
+        }
+        assert!(sent > 0);
+        acked
+    });
+    s.signal("-TERM");
+    assert!(s.wait().0.success());
+
+    let restore = |into: &Path| {
+        Command::new(BIN)
+            .args(["restore", "--data", into.to_str().expect("UTF-8")])
+            .args(["--from", file.to_str().expect("UTF-8")])
+            .output()
+            .expect("run restore")
+    };
+    let restored = tls_dir.with_file_name("restored");
+    let out = restore(&restored);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = restore(&restored);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("move it aside"));
+
+    let args = serve_args(&restored);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut s = Serving::start(&args);
+    let addr = s.addr();
+    rt().block_on(async {
+        let client = Client::connect(addr, &tls_dir, "client", "localhost")
+            .await
+            .expect("connect");
+        for (body, answer) in &acked {
+            let got = client.decide(body).await.expect("a retry answer");
+            assert_eq!(&got, answer, "the retry of {body}");
+        }
+        let fresh = client
+            .decide(&swap_of("b-fresh", 7_800_000_000))
+            .await
+            .expect("an answer");
+        assert_eq!(fresh["decision"], "hold", "{fresh}");
+    });
+    s.signal("-TERM");
+    assert!(s.wait().0.success());
+
+    // The service is stopped: backup opens the store itself.
+    let offline = tls_dir.with_file_name("offline.redb");
+    let out = Command::new(BIN)
+        .args(["backup", "--data", restored.to_str().expect("UTF-8")])
+        .args(["--out", offline.to_str().expect("UTF-8")])
+        .output()
+        .expect("run backup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
