@@ -175,6 +175,17 @@ impl Engine {
         self.state.history.encode(id, self.current_index(), out)
     }
 
+    /// Bytes the state of `id` holds in memory, if it is there.
+    pub fn entity_bytes(&self, id: &EntityId) -> Option<usize> {
+        self.state.history.entity_bytes(id)
+    }
+
+    /// Drops the state of `id` from memory; the store must hold it as it
+    /// is (see `server::cache`). Returns whether it was there.
+    pub fn evict_entity(&mut self, id: &EntityId) -> bool {
+        self.state.history.evict(id)
+    }
+
     /// Whether the state of `id` is in memory.
     pub fn is_resident(&self, id: &EntityId) -> bool {
         self.state.history.is_resident(id)

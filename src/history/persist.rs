@@ -198,6 +198,48 @@ impl History {
         }
     }
 
+    /// Bytes the state of `id` holds in memory (its table slot, its spilled
+    /// entries, a long token's text), if it is in memory: what a cache
+    /// bounded in bytes accounts for it.
+    pub fn entity_bytes(&self, id: &EntityId) -> Option<usize> {
+        use std::mem::size_of;
+        // A table slot and its control byte.
+        let slot = |n: usize| n + 1;
+        match id {
+            EntityId::Line(m) => self
+                .lines
+                .get(&m.as_u128())
+                .map(|l| slot(size_of::<(u128, LineState)>()) + l.state.heap_bytes()),
+            EntityId::Device(i) => self
+                .devices
+                .get(&i.as_u128())
+                .map(|s| slot(size_of::<(u128, EntityState)>()) + s.heap_bytes()),
+            EntityId::Account(t) | EntityId::Agent(t) | EntityId::Store(t) => {
+                let map = &self.by_token[id.slot() - 2];
+                map.get(&**t).map(|s| {
+                    let text = if t.len() > super::TOKKEY_INLINE {
+                        t.len()
+                    } else {
+                        0
+                    };
+                    slot(size_of::<(TokKey, EntityState)>()) + s.heap_bytes() + text
+                })
+            }
+        }
+    }
+
+    /// Drops the state of `id` from memory (the store holds it): the next
+    /// request that names it reads it back. Returns whether it was there.
+    pub fn evict(&mut self, id: &EntityId) -> bool {
+        match id {
+            EntityId::Line(m) => self.lines.remove(&m.as_u128()).is_some(),
+            EntityId::Device(i) => self.devices.remove(&i.as_u128()).is_some(),
+            EntityId::Account(t) | EntityId::Agent(t) | EntityId::Store(t) => {
+                self.by_token[id.slot() - 2].remove(&**t).is_some()
+            }
+        }
+    }
+
     /// Appends the state of `id`, laid out by the ruleset numbered
     /// `ruleset`, to `out`. `false` (and nothing appended) when it holds
     /// nothing.

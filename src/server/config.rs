@@ -48,6 +48,11 @@ pub struct Limits {
     pub alerts_kept_max: usize,
     /// How long a shutdown waits for answers in flight before closing.
     pub shutdown_grace_ms: u64,
+    /// Bytes of entity states (history) kept in memory in front of the
+    /// store, accounted per entity; the least recently named go first and
+    /// are read back from the store when named again. At least 1 MiB.
+    /// Only with a store: in memory alone, state is all there is.
+    pub cache_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -63,6 +68,7 @@ impl Default for Limits {
             awaits_max: 10_000,
             alerts_kept_max: 10_000,
             shutdown_grace_ms: 5000,
+            cache_bytes_max: 2 << 30,
         }
     }
 }
@@ -126,6 +132,9 @@ impl Limits {
         }
         if self.shutdown_grace_ms > 600_000 {
             return bad("shutdown_grace_ms", "at most 600000 milliseconds");
+        }
+        if self.cache_bytes_max < 1 << 20 {
+            return bad("cache_bytes_max", "at least 1048576 bytes");
         }
         Ok(())
     }

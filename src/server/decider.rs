@@ -29,6 +29,7 @@ use crate::engine::Changes;
 use crate::engine::{Alert, Engine};
 use crate::keys::{IdKind, Keys};
 use crate::server::alerts::AlertStore;
+use crate::server::cache::EntityCache;
 use crate::server::clock::Clock;
 use crate::server::config::Limits;
 use crate::store::{GroupCommit, Loaded, Persist, Store, Ticket};
@@ -38,7 +39,7 @@ use crate::transport::wire::{self, WireCode};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot, watch};
@@ -88,14 +89,22 @@ pub struct Decider {
     store: Option<(Arc<dyn Store>, Arc<GroupCommit>)>,
     /// Reads what requests need from the store outside the lock.
     reader: Option<Persist>,
+    /// Entity states evicted so far (`Core::cache`): see `Core::admit`.
+    evictions: Arc<AtomicU64>,
     deadline: Duration,
     /// Wakes the timer task when an await with an earlier deadline waits.
     timer: Notify,
 }
 
 struct Core {
+    /// Evictions so far, for requests reading before the lock.
+    evictions: Arc<AtomicU64>,
     service: Service,
     durable: Option<Durable>,
+    /// The bound on entity states in memory, with a store.
+    cache: Option<EntityCache>,
+    /// Scratch: the entities one request named.
+    named: Vec<crate::history::EntityId>,
     /// Scratch for the changes of one request.
     changes: Changes,
     clock: Arc<dyn Clock>,
@@ -146,13 +155,21 @@ impl Decider {
             .as_ref()
             .map(|d| (Arc::clone(&d.store), Arc::clone(&d.writer)));
         let reader = durable.as_ref().map(|d| d.persist.clone());
+        let cache = durable
+            .as_ref()
+            .map(|_| EntityCache::new(limits.cache_bytes_max));
+        let evictions = Arc::new(AtomicU64::new(0));
         Decider {
+            evictions: evictions.clone(),
             await_timeout_ms_max: limits.await_timeout_ms_max,
             store,
             reader,
             core: Mutex::new(Core {
+                evictions,
                 service,
                 durable,
+                cache,
+                named: Vec::new(),
                 changes: Changes::default(),
                 clock,
                 awaits_max: limits.awaits_max,
@@ -195,8 +212,11 @@ impl Decider {
         if prepared == Prepared::Answered {
             return Decided::Now(out);
         }
+        // Read before the store: an eviction after it may leave what the
+        // read found older than what was evicted (see `Core::admit`).
+        let epoch = self.evictions.load(Ordering::Acquire);
         let loaded = match self.read(&prepared) {
-            Ok(l) => l,
+            Ok(l) => l.map(|l| (l, epoch)),
             Err(answer) => return Decided::Now(answer),
         };
         let Ok(mut core) = self.core.lock() else {
@@ -308,9 +328,14 @@ impl Decider {
 }
 
 impl Core {
-    fn request(&mut self, prepared: Prepared, loaded: Option<Loaded>, mut out: Vec<u8>) -> Decided {
-        let mut loaded = loaded.unwrap_or_default();
-        if let Err(answer) = self.admit(&prepared, &mut loaded) {
+    fn request(
+        &mut self,
+        prepared: Prepared,
+        loaded: Option<(Loaded, u64)>,
+        mut out: Vec<u8>,
+    ) -> Decided {
+        let (mut loaded, epoch) = loaded.unwrap_or_default();
+        if let Err(answer) = self.admit(&prepared, &mut loaded, epoch) {
             return Decided::Now(answer);
         }
         let now = self.clock.now();
@@ -333,12 +358,35 @@ impl Core {
     /// Puts what was read for the request in place, and reads (under the
     /// lock: rare) what it turned out to need besides: the entities of the
     /// request a verification releases.
-    fn admit(&mut self, prepared: &Prepared, loaded: &mut Loaded) -> Result<(), Vec<u8>> {
+    ///
+    /// What was read before the lock is current for every entity not in
+    /// memory now, unless an entity was evicted since the read began
+    /// (`epoch` differs): a state read, then changed by another request and
+    /// committed and evicted, would come back older. Then the entities not
+    /// in memory are read again, under the lock, where no eviction can
+    /// come between (rare: evictions happen only past `cache_bytes_max`).
+    fn admit(
+        &mut self,
+        prepared: &Prepared,
+        loaded: &mut Loaded,
+        epoch: u64,
+    ) -> Result<(), Vec<u8>> {
         let Some(d) = &self.durable else {
             return Ok(());
         };
         let engine = self.service.engine_mut();
-        let mut result = d.persist.admit(engine, loaded);
+        let evicted = self.cache.as_ref().map_or(0, EntityCache::evicted);
+        let mut result = Ok(());
+        if evicted != epoch {
+            let stale: Vec<_> = loaded
+                .entity_ids()
+                .filter(|id| !engine.is_resident(id))
+                .cloned()
+                .collect();
+            loaded.forget_entities(&stale);
+            result = d.persist.read_entities(d.store.as_ref(), stale, loaded);
+        }
+        let mut result = result.and_then(|()| d.persist.admit(engine, loaded));
         if result.is_ok()
             && let Prepared::Event { ev, .. } = prepared
             && ev.kind == Kind::Verification
@@ -376,11 +424,23 @@ impl Core {
         let engine = self.service.engine_mut();
         engine.take_changes(&mut self.changes);
         let batch = d.persist.batch(engine, &self.changes, loaded);
-        self.changes.clear();
         let ticket = match batch {
             Ok(b) => d.writer.submit(b).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
+        if let (Ok(t), Some(cache)) = (&ticket, &mut self.cache) {
+            self.named.clear();
+            self.named.extend(loaded.entity_ids().cloned());
+            cache.after_request(
+                engine,
+                &self.named,
+                &self.changes.entities,
+                t.seq(),
+                d.writer.batches(),
+            );
+            self.evictions.store(cache.evicted(), Ordering::Release);
+        }
+        self.changes.clear();
         match ticket {
             Ok(ticket) => match decided {
                 Decided::Now(body) => Decided::Durable(ticket, body),

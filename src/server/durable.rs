@@ -231,6 +231,17 @@ mod tests {
     /// One request as the decider handles it: read, put in place, decide,
     /// commit, answer.
     fn handle(s: &mut Service, d: &Durable, peer: &Peer, line: &str) -> String {
+        handle_cached(s, d, None, peer, line)
+    }
+
+    /// [`handle`], with the entity states bounded by `cache`.
+    fn handle_cached(
+        s: &mut Service,
+        d: &Durable,
+        cache: Option<&mut crate::server::cache::EntityCache>,
+        peer: &Peer,
+        line: &str,
+    ) -> String {
         let now = parse_line(line, AtRule::Required)
             .expect("generated lines are valid")
             .at
@@ -268,11 +279,19 @@ mod tests {
             .persist
             .batch(s.engine(), &changes, &loaded)
             .expect("a batch");
-        d.writer
-            .submit(batch)
-            .expect("queued")
-            .wait()
-            .expect("durable");
+        let ticket = d.writer.submit(batch).expect("queued");
+        let seq = ticket.seq();
+        ticket.wait().expect("durable");
+        if let Some(cache) = cache {
+            let named: Vec<_> = loaded.entity_ids().cloned().collect();
+            cache.after_request(
+                s.engine_mut(),
+                &named,
+                &changes.entities,
+                seq,
+                d.writer.batches(),
+            );
+        }
         String::from_utf8(out).expect("UTF-8")
     }
 
@@ -324,6 +343,53 @@ mod tests {
             "{restarts} {holds_restored}"
         );
         assert!(want.len() > 300, "{}", want.len());
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "decision {i}");
+        }
+    }
+
+    /// A cache far smaller than the history (a few hundred entity states)
+    /// evicts thousands of times, reads them back from the store, and
+    /// decides a generated trace exactly as replay does.
+    #[test]
+    fn a_small_cache_changes_no_decision() {
+        let cfg = crate::traffic::Config {
+            seed: 12,
+            subscribers: 400,
+            ..crate::traffic::Config::default()
+        };
+        let mut input = Vec::new();
+        crate::traffic::write(&cfg, 5_000, &mut input).expect("in memory");
+        let mut engine = Engine::new(Arc::new(CompiledRules::default_rules()));
+        let mut replayed = Vec::new();
+        crate::replay::run(&mut engine, &input[..], &mut replayed).expect("in memory");
+        let replayed = String::from_utf8(replayed).expect("UTF-8");
+        let want: Vec<&str> = replayed
+            .lines()
+            .filter(|l| l.contains("\"decision\""))
+            .collect();
+
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let keys = Arc::new(Keys::random().expect("keys"));
+        let admin = Peer {
+            name: "ops".into(),
+            role: Role::Admin,
+        };
+        let (mut s, d) = open_service(&store, &keys);
+        let bytes_max = 32 << 10;
+        let mut cache = crate::server::cache::EntityCache::new(bytes_max);
+        let mut got = Vec::new();
+        for line in String::from_utf8(input).expect("UTF-8").lines() {
+            let body = handle_cached(&mut s, &d, Some(&mut cache), &admin, line);
+            assert!(cache.bytes() <= bytes_max, "{}", cache.bytes());
+            if body.contains("\"decision\"") {
+                got.push(body);
+            }
+        }
+        let resident: usize = s.engine().history().entity_counts().iter().sum();
+        assert!(cache.evicted() > 1_000, "{}", cache.evicted());
+        assert!(resident < 1_000, "{resident} states in memory");
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(g, w, "decision {i}");

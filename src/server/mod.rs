@@ -14,6 +14,7 @@
 //! every stream task has dropped its handle of an mpsc channel.
 
 pub mod alerts;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod connection;

@@ -83,6 +83,16 @@ impl Loaded {
         self.entities.iter().any(|(e, _, _)| e == id)
     }
 
+    /// Forgets what was read for `ids` (to read them again).
+    pub fn forget_entities(&mut self, ids: &[EntityId]) {
+        self.entities.retain(|(e, _, _)| !ids.contains(e));
+    }
+
+    /// The entities read (found or not).
+    pub fn entity_ids(&self) -> impl Iterator<Item = &EntityId> {
+        self.entities.iter().map(|(e, _, _)| e)
+    }
+
     /// The pseudonym `id` was read under, if it was.
     fn pseudonym(&self, id: &EntityId) -> Option<Pseudonym> {
         self.entities

@@ -98,9 +98,17 @@ impl std::error::Error for Refused {}
 #[derive(Debug)]
 pub struct Ticket {
     rx: oneshot::Receiver<Result<(), Unavailable>>,
+    seq: u64,
 }
 
 impl Ticket {
+    /// The batch's number: batches are numbered from 0 in the order they
+    /// are queued, and the batch numbered `n` is durable once
+    /// [`GroupCommit::batches`] exceeds `n`.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Blocks the thread until the ticket resolves. Not from within an
     /// async runtime (tokio panics there): await the ticket instead.
     pub fn wait(self) -> Result<(), Unavailable> {
@@ -130,6 +138,8 @@ struct Queue {
     /// `shutdown` was called: nothing more is queued; the writer commits
     /// what is and stops.
     stopping: bool,
+    /// The number the next queued batch gets.
+    next_seq: u64,
 }
 
 struct Shared {
@@ -218,9 +228,11 @@ impl GroupCommit {
         }
         let (tx, rx) = oneshot::channel();
         q.pending.push_back((batch, tx));
+        let seq = q.next_seq;
+        q.next_seq += 1;
         drop(q);
         self.shared.wake.notify_one();
-        Ok(Ticket { rx })
+        Ok(Ticket { rx, seq })
     }
 
     /// Latches the writer failed, from outside: a change applied in memory

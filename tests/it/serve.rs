@@ -753,3 +753,52 @@ fn a_failed_sync_or_write_stops_every_answer() {
         });
     }
 }
+
+/// With more history than `cache_bytes_max` holds, the lines named first
+/// are evicted, and read back from the store when named again: their
+/// history still holds a fresh swap, and a retry answers as before.
+#[test]
+fn history_past_the_cache_is_served_from_the_store() {
+    use portcullis::client::Client;
+    use portcullis::store::{MemoryStore, Store};
+    rt().block_on(async {
+        let mut config = Config::local(pki());
+        config.limits.cache_bytes_max = 1 << 20;
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let server = Server::start_over(config, Arc::new(SystemClock), Some(store))
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"));
+        let client = Arc::new(
+            Client::connect(server.local_addr(), pki(), "client", "localhost")
+                .await
+                .expect("connect"),
+        );
+        let first = client.decide(&swap_n(0)).await.expect("an answer");
+        assert_eq!(first["decision"], "allow", "{first}");
+        // Enough distinct lines and accounts to pass 1 MiB several times.
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..8u32 {
+            let client = client.clone();
+            tasks.spawn(async move {
+                for n in 0..1_500u32 {
+                    let v = client
+                        .decide(&swap_n(1 + t * 1_500 + n))
+                        .await
+                        .expect("an answer");
+                    assert_eq!(v["decision"], "allow", "{v}");
+                }
+            });
+        }
+        while let Some(t) = tasks.join_next().await {
+            t.expect("a task");
+        }
+        let retry = client.decide(&swap_n(0)).await.expect("an answer");
+        assert_eq!(retry, first);
+        let fresh = client
+            .decide(&swap_n(0).replace("\"f0\"", "\"f0-again\""))
+            .await
+            .expect("an answer");
+        assert_eq!(fresh["decision"], "hold", "{fresh}");
+        server.shutdown().await;
+    });
+}
