@@ -55,7 +55,10 @@ fn main() {
     println!(
         "restart: median {:.3} s to listening (runs {:?}); after a SIGKILL {:.3} s (target <= 10 s)",
         starts[1].as_secs_f64(),
-        starts.iter().map(|d| format!("{:.3}", d.as_secs_f64())).collect::<Vec<_>>(),
+        starts
+            .iter()
+            .map(|d| format!("{:.3}", d.as_secs_f64()))
+            .collect::<Vec<_>>(),
         crash.as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -335,7 +335,10 @@ struct State {
     /// Whether records and holds changed are noted for the store.
     tracking: bool,
     /// Records written since the last `take_changes`.
-    record_changes: Vec<(IdKey, Record)>,
+    /// Records written since the last `take_changes`, with the time of
+    /// the event that wrote them (whole seconds since the epoch: the
+    /// record-keeping period counts from it).
+    record_changes: Vec<(IdKey, Record, i64)>,
     /// Holds put (with their number and canonical form) or gone since the
     /// last `take_changes`.
     hold_changes: Vec<(IdKey, Option<u64>)>,
@@ -873,7 +876,7 @@ impl State {
                 Answer::Error(_) => None,
             };
             if let Some(r) = record {
-                self.remember(key, r, &answer);
+                self.remember(key, r, &answer, now);
             }
         }
         answer
@@ -939,7 +942,7 @@ impl State {
 
     /// Keeps the record of an answered event; `self.scratch` holds the
     /// event's canonical form.
-    fn remember(&mut self, key: IdKey, r: Record, answer: &Answer) {
+    fn remember(&mut self, key: IdKey, r: Record, answer: &Answer, now: Timestamp) {
         if let Answer::Decision(d) = answer
             && d.outcome == Outcome::Hold
         {
@@ -958,7 +961,7 @@ impl State {
         }
         self.records.insert(key, r, &self.holds);
         if self.tracking {
-            self.record_changes.push((key, r));
+            self.record_changes.push((key, r, now.unix_secs()));
         }
     }
 
@@ -1084,7 +1087,7 @@ impl State {
             r.outcome = outcome;
             if self.tracking {
                 let r = *r;
-                self.record_changes.push((key, r));
+                self.record_changes.push((key, r, now.unix_secs()));
             }
         }
         if self.tracking {

@@ -10,6 +10,8 @@
 //! ```text
 //! record: matched u128 BE | shadow u128 BE | fingerprint [12] | ruleset u16 BE
 //!         | outcome u8 (0 allow, 1 hold, 2 deny) | signal u8 (0 or 1)
+//!         | written at i64 BE (seconds since the epoch: the record-keeping
+//!           period counts from it; see `store::retention`)
 //! hold:   number u64 BE | the held request in canonical form
 //! ```
 
@@ -20,7 +22,16 @@ use crate::history::{EntityId, ListChange};
 use crate::rules::{Outcome, SeriesMap};
 
 /// Bytes of an encoded record.
-pub const RECORD_BYTES: usize = 16 + 16 + 12 + 2 + 1 + 1;
+pub const RECORD_BYTES: usize = 16 + 16 + 12 + 2 + 1 + 1 + 8;
+
+/// Where in an encoded record the time it was written is.
+pub const RECORD_AT: std::ops::Range<usize> = 48..56;
+
+/// When an encoded record was written, in seconds since the epoch.
+pub fn record_written_at(bytes: &[u8]) -> Option<i64> {
+    let at: [u8; 8] = bytes.get(RECORD_AT)?.try_into().ok()?;
+    Some(i64::from_be_bytes(at))
+}
 
 /// What handled events changed, for the store. Filled by
 /// [`Engine::take_changes`]; the edge writes the entities' states as they
@@ -91,7 +102,7 @@ pub fn record_key(fingerprint_key: &super::FingerprintKey, id: &str) -> [u8; 16]
         .to_be_bytes()
 }
 
-fn encode_record(r: &Record) -> [u8; RECORD_BYTES] {
+fn encode_record(r: &Record, at: i64) -> [u8; RECORD_BYTES] {
     let mut b = [0u8; RECORD_BYTES];
     b[..16].copy_from_slice(&r.matched.to_be_bytes());
     b[16..32].copy_from_slice(&r.shadow.to_be_bytes());
@@ -103,6 +114,7 @@ fn encode_record(r: &Record) -> [u8; RECORD_BYTES] {
         Outcome::Deny => 2,
     };
     b[47] = u8::from(r.is_signal());
+    b[RECORD_AT].copy_from_slice(&at.to_be_bytes());
     b
 }
 
@@ -153,8 +165,9 @@ impl Engine {
     pub fn take_changes(&mut self, out: &mut Changes) {
         let st = &mut self.state;
         st.history.take_changes(&mut out.entities, &mut out.lists);
-        for (key, r) in st.record_changes.drain(..) {
-            out.records.push((key.0.to_be_bytes(), encode_record(&r)));
+        for (key, r, at) in st.record_changes.drain(..) {
+            out.records
+                .push((key.0.to_be_bytes(), encode_record(&r, at)));
         }
         for (key, seq) in st.hold_changes.drain(..) {
             // A hold put and gone within one call is written as gone.

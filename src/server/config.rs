@@ -53,6 +53,11 @@ pub struct Limits {
     /// are read back from the store when named again. At least 1 MiB.
     /// Only with a store: in memory alone, state is all there is.
     pub cache_bytes_max: usize,
+    /// Days a decision record is kept in the store after it was last
+    /// written (its decision, or the verification of its hold); then an
+    /// hourly sweep deletes it. Regulators ask for years: default 1095
+    /// (three years), from 1 to 36500.
+    pub records_kept_days: u32,
 }
 
 impl Default for Limits {
@@ -69,6 +74,7 @@ impl Default for Limits {
             alerts_kept_max: 10_000,
             shutdown_grace_ms: 5000,
             cache_bytes_max: 2 << 30,
+            records_kept_days: 1095,
         }
     }
 }
@@ -135,6 +141,9 @@ impl Limits {
         }
         if self.cache_bytes_max < 1 << 20 {
             return bad("cache_bytes_max", "at least 1048576 bytes");
+        }
+        if !(1..=36_500).contains(&self.records_kept_days) {
+            return bad("records_kept_days", "from 1 to 36500 days");
         }
         Ok(())
     }

@@ -288,6 +288,37 @@ impl Decider {
         Ok(line)
     }
 
+    /// Deletes, page by page, the decision records written before
+    /// `records_kept_days` before `now`, through the writer (so each page
+    /// is one more batch in order). Blocks: run it off the runtime.
+    pub fn sweep_records(
+        &self,
+        now: crate::contract::Timestamp,
+        records_kept_days: u32,
+    ) -> Result<u64, String> {
+        use crate::store::retention::{SWEEP_PAGE_RECORDS, cutoff, sweep_page};
+        let Some((store, writer)) = &self.store else {
+            return Ok(0);
+        };
+        let cut = cutoff(now.unix_secs(), records_kept_days);
+        let mut after: Option<Vec<u8>> = None;
+        let mut deleted = 0;
+        loop {
+            let (batch, next) =
+                sweep_page(store.as_ref(), after.as_deref(), SWEEP_PAGE_RECORDS, cut)
+                    .map_err(|e| e.to_string())?;
+            if !batch.is_empty() {
+                deleted += batch.len() as u64;
+                let ticket = writer.submit(batch).map_err(|e| e.to_string())?;
+                ticket.wait().map_err(|e| e.to_string())?;
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(deleted),
+            }
+        }
+    }
+
     /// The store behind the engine, if any.
     pub fn store(&self) -> Option<Arc<dyn Store>> {
         self.store.as_ref().map(|(s, _)| Arc::clone(s))

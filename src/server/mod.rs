@@ -297,6 +297,7 @@ pub struct Server {
     all_done: mpsc::Receiver<()>,
     decider: Arc<Decider>,
     alerts: Arc<AlertStore>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Server {
@@ -362,7 +363,7 @@ impl Server {
         let service = Service::new(engine, config.limits.await_timeout_ms_max);
         let decider = Arc::new(Decider::new(
             service,
-            clock,
+            clock.clone(),
             &config.limits,
             alerts.clone(),
             keys,
@@ -379,6 +380,14 @@ impl Server {
         let (shutdown, _) = watch::channel(false);
         let (in_flight, all_done) = mpsc::channel(1);
         tokio::spawn(decider.clone().run_timer(shutdown.subscribe()));
+        if decider.store().is_some() {
+            tokio::spawn(sweep_records_hourly(
+                decider.clone(),
+                clock.clone(),
+                config.limits.records_kept_days,
+                shutdown.subscribe(),
+            ));
+        }
         if let (Some(listener), Some(store)) = (control, decider.store()) {
             let (listener, path) = listener;
             tokio::spawn(control::serve(listener, path, store, shutdown.subscribe()));
@@ -398,6 +407,7 @@ impl Server {
             all_done,
             decider,
             alerts,
+            clock,
         })
     }
 
@@ -423,6 +433,17 @@ impl Server {
         tokio::task::spawn_blocking(move || decider.change_blocking(change))
             .await
             .map_err(|e| format!("reload: {e}"))?
+    }
+
+    /// Deletes the decision records older than `records_kept_days` from
+    /// the store now (the service does it every hour); returns how many
+    /// went.
+    pub async fn sweep_records(&self) -> Result<u64, String> {
+        let (decider, clock) = (self.decider.clone(), self.clock.clone());
+        let days = self.config.limits.records_kept_days;
+        tokio::task::spawn_blocking(move || decider.sweep_records(clock.now(), days))
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     /// Whether the store failed a commit (or a change could not be queued):
@@ -599,6 +620,33 @@ async fn run(config: Config) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// How often the record-keeping sweep runs.
+const RECORDS_SWEEP: Duration = Duration::from_secs(3600);
+
+/// Sweeps expired decision records every [`RECORDS_SWEEP`] until shutdown.
+async fn sweep_records_hourly(
+    decider: Arc<Decider>,
+    clock: Arc<dyn Clock>,
+    days: u32,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(RECORDS_SWEEP) => {}
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
+        let (d, now) = (decider.clone(), clock.now());
+        match tokio::task::spawn_blocking(move || d.sweep_records(now, days)).await {
+            Ok(Ok(n)) => tracing::info!(
+                deleted = n,
+                "decision records past the record-keeping period deleted"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e, "the record-keeping sweep failed"),
+            Err(e) => tracing::error!(error = %e, "the record-keeping sweep failed"),
+        }
+    }
 }
 
 /// How often the service looks whether its store failed (then it stops

@@ -18,6 +18,7 @@ pub mod backup;
 pub mod fault;
 pub mod persist;
 pub mod redb;
+pub mod retention;
 pub mod writer;
 
 pub use self::persist::{Loaded, Persist, PersistError, Restored};
@@ -100,6 +101,20 @@ pub struct Change {
     pub table: Table,
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
+    /// When set, the change applies only if the key holds exactly this
+    /// value when the transaction reaches it (else it is skipped): a sweep
+    /// that read a value earlier deletes it only if nothing rewrote it.
+    pub expected: Option<Vec<u8>>,
+}
+
+impl Change {
+    /// Whether the change applies over `current`, the key's value now.
+    pub fn applies_over(&self, current: Option<&[u8]>) -> bool {
+        match &self.expected {
+            None => true,
+            Some(e) => current == Some(e.as_slice()),
+        }
+    }
 }
 
 /// The changes one decision made, in the order they apply: committed all or
@@ -124,6 +139,7 @@ impl Batch {
             table,
             key,
             value: Some(value),
+            expected: None,
         });
     }
 
@@ -135,6 +151,19 @@ impl Batch {
             table,
             key,
             value: None,
+            expected: None,
+        });
+    }
+    /// Delete `key` from `table` only if it still holds `expected` when the
+    /// batch is committed.
+    pub fn delete_if(&mut self, table: Table, key: impl Into<Vec<u8>>, expected: Vec<u8>) {
+        let key = key.into();
+        self.bytes += key.len() + expected.len();
+        self.changes.push(Change {
+            table,
+            key,
+            value: None,
+            expected: Some(expected),
         });
     }
 
@@ -227,6 +256,21 @@ pub trait Store: Send + Sync {
     /// the tables read whole at start (holds, lists, rulesets, meta), which
     /// are bounded.
     fn scan(&self, table: Table) -> Result<Entries, StoreError>;
+    /// Up to `limit` entries of `table` with keys after `after` (from the
+    /// first when `None`), in key order: a sweep's page.
+    fn scan_from(
+        &self,
+        table: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        Ok(self
+            .scan(table)?
+            .into_iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+            .take(limit)
+            .collect())
+    }
     /// Every entry of every table, read from one snapshot, to `sink`: a
     /// backup. The default reads table by table, which is one snapshot
     /// only for a store nothing writes meanwhile; the backends override it.
@@ -288,6 +332,21 @@ impl Store for MemoryStore {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
+    fn scan_from(
+        &self,
+        table: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        use std::ops::Bound;
+        let tables = self.tables.lock().map_err(|_| MemoryStore::poisoned())?;
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_vec()));
+        Ok(tables[table.index()]
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
     fn export(&self, sink: &mut ExportSink<'_>) -> Result<(), StoreError> {
         // One lock held throughout: one snapshot.
         let tables = self.tables.lock().map_err(|_| MemoryStore::poisoned())?;
@@ -303,6 +362,9 @@ impl Store for MemoryStore {
         // Nothing below fails, so the batches apply whole.
         for change in batches.iter().flat_map(Batch::changes) {
             let table = &mut tables[change.table.index()];
+            if !change.applies_over(table.get(&change.key).map(Vec::as_slice)) {
+                continue;
+            }
             match &change.value {
                 Some(value) => {
                     table.insert(change.key.clone(), value.clone());

@@ -163,6 +163,16 @@ impl RedbStore {
                         .map_err(|e| self.commit_error(e))?,
                 ),
             };
+            if change.expected.is_some() {
+                use ::redb::ReadableTable;
+                let current = table
+                    .get(change.key.as_slice())
+                    .map_err(|e| self.commit_error(e))?
+                    .map(|v| v.value().to_vec());
+                if !change.applies_over(current.as_deref()) {
+                    continue;
+                }
+            }
             match &change.value {
                 Some(value) => table.insert(change.key.as_slice(), value.as_slice()),
                 None => table.remove(change.key.as_slice()),
@@ -208,6 +218,32 @@ impl Store for RedbStore {
             .map_err(|e| self.read_error(table, e))?;
         let mut out = Vec::new();
         for item in t.iter().map_err(|e| self.read_error(table, e))? {
+            let (k, v) = item.map_err(|e| self.read_error(table, e))?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn scan_from(
+        &self,
+        table: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        use std::ops::Bound;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.read_error(table, e))?;
+        let t = txn
+            .open_table(definition(table))
+            .map_err(|e| self.read_error(table, e))?;
+        let start: Bound<&[u8]> = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let range = t
+            .range::<&[u8]>((start, Bound::Unbounded))
+            .map_err(|e| self.read_error(table, e))?;
+        let mut out = Vec::new();
+        for item in range.take(limit) {
             let (k, v) = item.map_err(|e| self.read_error(table, e))?;
             out.push((k.value().to_vec(), v.value().to_vec()));
         }

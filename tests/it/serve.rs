@@ -802,3 +802,38 @@ fn history_past_the_cache_is_served_from_the_store() {
         server.shutdown().await;
     });
 }
+
+/// The record-keeping period: a decision record is kept `records_kept_days`
+/// after it was written, then the sweep deletes it from the store; records
+/// within the period stay.
+#[test]
+fn records_past_the_keeping_period_are_deleted() {
+    use portcullis::store::{MemoryStore, Store, Table};
+    rt().block_on(async {
+        let clock = Arc::new(ManualClock::new(
+            Timestamp::parse("2026-03-01T10:00:00Z").expect("a time"),
+        ));
+        let mut config = Config::local(pki());
+        config.limits.records_kept_days = 30;
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let server = Server::start_over(config, clock.clone(), Some(store.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"));
+        let (_ep, conn) = connect(server.local_addr(), "client").await;
+        for n in 0..5 {
+            call(&conn, &swap_n(n)).await;
+        }
+        clock.set(Timestamp::parse("2026-03-21T10:00:00Z").expect("a time"));
+        for n in 5..8 {
+            call(&conn, &swap_n(n)).await;
+        }
+        let records = || store.scan(Table::Records).expect("scan").len();
+        assert_eq!(records(), 8);
+        // 31 days after the first five, 11 after the last three.
+        clock.set(Timestamp::parse("2026-04-01T10:00:01Z").expect("a time"));
+        assert_eq!(server.sweep_records().await, Ok(5));
+        assert_eq!(records(), 3);
+        assert_eq!(server.sweep_records().await, Ok(0));
+        server.shutdown().await;
+    });
+}
