@@ -134,6 +134,15 @@ pub enum KeysCommand {
         #[arg(long)]
         keys: PathBuf,
     },
+    /// Start a pseudonym-key migration: pseudonym.key becomes
+    /// pseudonym-previous.key and a new pseudonym.key is written. The
+    /// service looks identifiers up under both and re-keys the store in
+    /// the background.
+    RotatePseudonym {
+        /// The keys directory.
+        #[arg(long)]
+        keys: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +195,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys {
             command: KeysCommand::Rotate { keys },
         } => crate::keys::rotate_command(&keys),
+        Command::Keys {
+            command: KeysCommand::RotatePseudonym { keys },
+        } => crate::keys::rotate_pseudonym_command(&keys),
         Command::Backup { data, out } => crate::store::backup::backup_command(&data, &out),
         Command::Restore { data, from } => crate::store::backup::restore_command(&data, &from),
         Command::Serve(o) => crate::server::command(&o),

@@ -71,6 +71,15 @@ use std::process::ExitCode;
 /// The pseudonym master key's file name.
 pub const PSEUDONYM_FILE: &str = "pseudonym.key";
 
+/// The previous pseudonym master, while a migration to a new one runs
+/// (`keys rotate-pseudonym`): lookups try the new key, then this one.
+pub const PREVIOUS_PSEUDONYM_FILE: &str = "pseudonym-previous.key";
+
+/// The master request records are keyed under, once a pseudonym rotation
+/// has separated it from the pseudonym master (records hold no identifier
+/// to re-key them by, so their key never changes).
+pub const RECORDS_FILE: &str = "records.key";
+
 /// The files [`write_dev_keys`] writes, in order.
 pub const DEV_KEY_FILES: [&str; 2] = [PSEUDONYM_FILE, "seal-1.key"];
 
@@ -287,6 +296,8 @@ impl std::error::Error for KeyError {
 pub struct Keys {
     /// One HMAC key per [`IdKind`], in the order of [`IdKind::ALL`].
     pseudonym: [hmac::Key; IdKind::ALL.len()],
+    /// The previous master's, while a migration runs.
+    previous: Option<[hmac::Key; IdKind::ALL.len()]>,
     /// The key request ids' records are keyed and fingerprinted under,
     /// derived from the pseudonym master: stable across restarts, so a
     /// retry after one finds its record.
@@ -323,7 +334,44 @@ impl Keys {
                 dir: dir.to_path_buf(),
             });
         }
-        Ok(Keys::from_masters(&pseudonym, &seals))
+        let mut keys = Keys::from_masters(&pseudonym, &seals);
+        let previous = dir.join(PREVIOUS_PSEUDONYM_FILE);
+        if previous.symlink_metadata().is_ok() {
+            let master = read_key_file(&previous)?;
+            keys.previous = Some(pseudonym_keys(&master));
+        }
+        let records = dir.join(RECORDS_FILE);
+        if records.symlink_metadata().is_ok() {
+            keys.records = records_key(&read_key_file(&records)?);
+        }
+        Ok(keys)
+    }
+
+    /// Keys in the middle of a pseudonym migration from `previous` to
+    /// `pseudonym` (as `keys rotate-pseudonym` leaves a keys directory):
+    /// record keys stay those of `previous`. For tests; `None` as for
+    /// [`Keys::from_secrets`].
+    pub fn from_secrets_migrating(
+        pseudonym: &[u8; 32],
+        previous: &[u8; 32],
+        seals: &[(u32, [u8; 32])],
+    ) -> Option<Keys> {
+        let mut keys = Keys::from_secrets(pseudonym, seals)?;
+        keys.previous = Some(pseudonym_keys(previous));
+        keys.records = records_key(&records_master(previous));
+        Some(keys)
+    }
+
+    /// Whether a pseudonym migration runs: the previous master is loaded.
+    pub fn migrating(&self) -> bool {
+        self.previous.is_some()
+    }
+
+    /// The pseudonym of `value` under the previous master, while a
+    /// migration runs.
+    pub fn previous_pseudonym(&self, kind: IdKind, value: &str) -> Option<Pseudonym> {
+        let keys = self.previous.as_ref()?;
+        Some(sign(&keys[kind as usize], value))
     }
 
     /// Keys from master keys held in memory (tests, and an in-memory store
@@ -345,12 +393,8 @@ impl Keys {
         Ok(Keys::from_masters(&pseudonym, &[(1, seal)]))
     }
 
-    fn from_masters(pseudonym: &[u8; 32], seals: &[(u32, [u8; 32])]) -> Keys {
-        let prk = extract(pseudonym);
-        let pseudonym = IdKind::ALL.map(|kind| {
-            let info = kind.info();
-            expand::<_, hmac::Key>(&prk, info.as_bytes(), hmac::HMAC_SHA256)
-        });
+    fn from_masters(pseudonym_master: &[u8; 32], seals: &[(u32, [u8; 32])]) -> Keys {
+        let pseudonym = pseudonym_keys(pseudonym_master);
         let seal: BTreeMap<u32, aead::LessSafeKey> = seals
             .iter()
             .map(|(id, master)| {
@@ -361,10 +405,10 @@ impl Keys {
         // Invariant: callers pass at least one sealing key (checked in
         // `load` and `from_secrets`; `random` makes one).
         let seal_id = *seal.keys().next_back().expect("a sealing key");
-        let records: Bytes16 = expand(&prk, RECORDS_INFO, Bytes16Len);
         Keys {
             pseudonym,
-            records: records.0,
+            previous: None,
+            records: records_key(&records_master(pseudonym_master)),
             seal,
             seal_id,
             rng: SystemRandom::new(),
@@ -379,10 +423,7 @@ impl Keys {
 
     /// The pseudonym of `value` as an identifier of `kind`.
     pub fn pseudonym(&self, kind: IdKind, value: &str) -> Pseudonym {
-        let tag = hmac::sign(&self.pseudonym[kind as usize], value.as_bytes());
-        let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
-        Pseudonym(out)
+        sign(&self.pseudonym[kind as usize], value)
     }
 
     /// The generation ID new values are sealed under (the highest loaded).
@@ -465,8 +506,61 @@ fn associated_data(prefix: &[u8], aad: &[u8]) -> Vec<u8> {
     ad
 }
 
-/// HKDF info of the records key.
+/// HKDF info of the records key, from the records master.
 const RECORDS_INFO: &[u8] = b"portcullis/v1/records";
+
+/// HKDF info of the records master, from the pseudonym master (until a
+/// rotation writes it to [`RECORDS_FILE`]).
+const RECORDS_MASTER_INFO: &[u8] = b"portcullis/v1/records-master";
+
+/// The HMAC key of each identifier kind, from a pseudonym master.
+fn pseudonym_keys(master: &[u8; 32]) -> [hmac::Key; IdKind::ALL.len()] {
+    let prk = extract(master);
+    IdKind::ALL.map(|kind| {
+        let info = kind.info();
+        expand::<_, hmac::Key>(&prk, info.as_bytes(), hmac::HMAC_SHA256)
+    })
+}
+
+fn sign(key: &hmac::Key, value: &str) -> Pseudonym {
+    let tag = hmac::sign(key, value.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    Pseudonym(out)
+}
+
+/// The records master derived from a pseudonym master: one way, so the
+/// file a rotation writes does not give the old pseudonym master away.
+fn records_master(pseudonym_master: &[u8; 32]) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    let okm: Bytes32 = expand(&extract(pseudonym_master), RECORDS_MASTER_INFO, Bytes32Len);
+    m.copy_from_slice(&okm.0);
+    m
+}
+
+fn records_key(records_master: &[u8; 32]) -> [u8; 16] {
+    let k: Bytes16 = expand(&extract(records_master), RECORDS_INFO, Bytes16Len);
+    k.0
+}
+
+/// 32 bytes of HKDF output.
+struct Bytes32([u8; 32]);
+struct Bytes32Len;
+
+impl hkdf::KeyType for Bytes32Len {
+    fn len(&self) -> usize {
+        32
+    }
+}
+
+impl From<hkdf::Okm<'_, Bytes32Len>> for Bytes32 {
+    fn from(okm: hkdf::Okm<'_, Bytes32Len>) -> Bytes32 {
+        let mut b = [0u8; 32];
+        // Invariant: the output length is the type's, 32.
+        okm.fill(&mut b).expect("32 bytes of HKDF output");
+        Bytes32(b)
+    }
+}
 
 /// 16 bytes of HKDF output.
 struct Bytes16([u8; 16]);
@@ -687,6 +781,62 @@ pub fn rotate(dir: &Path) -> Result<PathBuf, KeyError> {
 
 /// `portcullis keys rotate --keys DIR`: prints the new file's path, or the
 /// error (exit 1).
+/// Starts a pseudonym-key migration in `dir`: keeps the records master
+/// apart ([`RECORDS_FILE`], if not yet), moves `pseudonym.key` to
+/// [`PREVIOUS_PSEUDONYM_FILE`] and writes a new `pseudonym.key`. Refused
+/// while an earlier migration's previous key is still there. Resumes a
+/// rotation stopped after the move.
+pub fn rotate_pseudonym(dir: &Path) -> Result<PathBuf, KeyError> {
+    let current = dir.join(PSEUDONYM_FILE);
+    let previous = dir.join(PREVIOUS_PSEUDONYM_FILE);
+    let rng = SystemRandom::new();
+    if previous.symlink_metadata().is_ok() {
+        if current.symlink_metadata().is_ok() {
+            return Err(KeyError::Exists { path: previous });
+        }
+        write_new_key(&current, &rng)?;
+        return Ok(current);
+    }
+    let master = read_key_file(&current)?;
+    let records = dir.join(RECORDS_FILE);
+    if records.symlink_metadata().is_err() {
+        let mut text = hex(&records_master(&master));
+        text.push('\n');
+        write_new(&records, text.as_bytes())?;
+        text.into_bytes().fill(0);
+    }
+    std::fs::rename(&current, &previous).map_err(|source| KeyError::Write {
+        path: previous.clone(),
+        source,
+    })?;
+    write_new_key(&current, &rng)?;
+    Ok(current)
+}
+
+/// `portcullis keys rotate-pseudonym --keys DIR`.
+pub fn rotate_pseudonym_command(dir: &Path) -> ExitCode {
+    match rotate_pseudonym(dir) {
+        Ok(path) => {
+            println!("wrote {}", path.display());
+            println!(
+                "restart the service: it looks identifiers up under the new key, then under {PREVIOUS_PSEUDONYM_FILE}, and re-keys the store in the background; remove {PREVIOUS_PSEUDONYM_FILE} once it logs that the migration is done. Keep {RECORDS_FILE}."
+            );
+            ExitCode::SUCCESS
+        }
+        Err(KeyError::Exists { path }) if path.ends_with(PREVIOUS_PSEUDONYM_FILE) => {
+            eprintln!(
+                "keys rotate-pseudonym: {} exists: a migration is still running; remove it once the service logs that the migration is done",
+                path.display()
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("keys rotate-pseudonym: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 pub fn rotate_command(dir: &Path) -> ExitCode {
     match rotate(dir) {
         Ok(path) => {

@@ -68,6 +68,10 @@ pub struct Durable {
     pub persist: Persist,
 }
 
+/// Entries read per page of a pseudonym re-key: small, so that each page's
+/// batch is one short transaction among the decisions'.
+const REKEY_PAGE: usize = 1000;
+
 /// The answer to every request once the store has failed.
 pub fn store_failed() -> Vec<u8> {
     refusal(
@@ -317,6 +321,41 @@ impl Decider {
                 None => return Ok(deleted),
             }
         }
+    }
+
+    /// Whether a pseudonym-key migration runs (the previous master is
+    /// loaded).
+    pub fn migrating(&self) -> bool {
+        self.reader.as_ref().is_some_and(|r| r.keys().migrating())
+    }
+
+    /// Moves every entity state and list value still under a key of the
+    /// previous pseudonym master to the new one, page by page, through the
+    /// writer. Blocks: run it off the runtime. Returns how many moved.
+    pub fn rekey(&self) -> Result<usize, String> {
+        use crate::store::Table;
+        let (Some((store, writer)), Some(reader)) = (&self.store, &self.reader) else {
+            return Ok(0);
+        };
+        let mut moved = 0;
+        for table in [Table::Entities, Table::Lists] {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let (batch, next, n) = reader
+                    .rekey_page(store.as_ref(), table, after.as_deref(), REKEY_PAGE)
+                    .map_err(|e| e.to_string())?;
+                if !batch.is_empty() {
+                    moved += n;
+                    let ticket = writer.submit(batch).map_err(|e| e.to_string())?;
+                    ticket.wait().map_err(|e| e.to_string())?;
+                }
+                match next {
+                    Some(k) => after = Some(k),
+                    None => break,
+                }
+            }
+        }
+        Ok(moved)
     }
 
     /// The store behind the engine, if any.

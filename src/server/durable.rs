@@ -396,6 +396,83 @@ mod tests {
         }
     }
 
+    /// Mid-migration, before any re-key: history written under the previous
+    /// pseudonym master is found under it, and the next write moves it to
+    /// the new key.
+    #[test]
+    fn lookups_try_the_previous_pseudonym_key() {
+        use crate::keys::IdKind;
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let seals = [(1, [7u8; 32])];
+        let old = Arc::new(Keys::from_secrets(&[1u8; 32], &seals).expect("keys"));
+        let new =
+            Arc::new(Keys::from_secrets_migrating(&[2u8; 32], &[1u8; 32], &seals).expect("keys"));
+        let pos = Peer {
+            name: "pos".into(),
+            role: Role::Caller,
+        };
+        let swap = |id: &str| {
+            format!(
+                r#"{{"id":"{id}","kind":"sim_swap","msisdn":"+447700900001","account":"A1","iccid":"8944110000000000008","at":"2026-03-01T10:00:00Z"}}"#
+            )
+        };
+        let (mut s, d) = open_service(&store, &old);
+        let first = handle(&mut s, &d, &pos, &swap("1"));
+        d.writer.shutdown();
+        let line_old = old.pseudonym(IdKind::Msisdn, "+447700900001");
+        let line_new = new.pseudonym(IdKind::Msisdn, "+447700900001");
+        assert_eq!(
+            new.previous_pseudonym(IdKind::Msisdn, "+447700900001"),
+            Some(line_old)
+        );
+        assert!(
+            store
+                .get(Table::Entities, &line_old.0)
+                .expect("read")
+                .is_some()
+        );
+
+        let (mut s, d) = open_service(&store, &new);
+        assert_eq!(handle(&mut s, &d, &pos, &swap("1")), first);
+        let fresh = handle(&mut s, &d, &pos, &swap("2"));
+        assert!(fresh.contains("\"hold\""), "{fresh}");
+        // The background re-key moves what no write has moved yet.
+        let (batch, next, moved) = d
+            .persist
+            .rekey_page(store.as_ref(), Table::Entities, None, 1000)
+            .expect("a page");
+        assert_eq!(next, None);
+        assert!(moved > 0);
+        d.writer
+            .submit(batch)
+            .expect("queued")
+            .wait()
+            .expect("durable");
+        let (_, _, again) = d
+            .persist
+            .rekey_page(store.as_ref(), Table::Entities, None, 1000)
+            .expect("a page");
+        assert_eq!(again, 0);
+        d.writer.shutdown();
+        assert!(
+            store
+                .get(Table::Entities, &line_old.0)
+                .expect("read")
+                .is_none()
+        );
+        assert!(
+            store
+                .get(Table::Entities, &line_new.0)
+                .expect("read")
+                .is_some()
+        );
+        // And the moved state still decides.
+        let (mut s, d) = open_service(&store, &new);
+        let third = handle(&mut s, &d, &pos, &swap("3"));
+        assert!(third.contains("\"hold\""), "{third}");
+        d.writer.shutdown();
+    }
+
     /// A retry after a restart answers as before, even though the request
     /// was decided by an engine long gone.
     #[test]

@@ -380,6 +380,24 @@ impl Server {
         let (shutdown, _) = watch::channel(false);
         let (in_flight, all_done) = mpsc::channel(1);
         tokio::spawn(decider.clone().run_timer(shutdown.subscribe()));
+        if decider.migrating() {
+            let d = decider.clone();
+            tokio::spawn(async move {
+                match tokio::task::spawn_blocking(move || d.rekey()).await {
+                    Ok(Ok(n)) => tracing::info!(
+                        moved = n,
+                        "pseudonym migration done: every entry is under the new key; {} may be removed",
+                        crate::keys::PREVIOUS_PSEUDONYM_FILE
+                    ),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "pseudonym migration stopped; it resumes at the next start")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "pseudonym migration stopped; it resumes at the next start")
+                    }
+                }
+            });
+        }
         if decider.store().is_some() {
             tokio::spawn(sweep_records_hourly(
                 decider.clone(),

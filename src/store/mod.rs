@@ -101,18 +101,29 @@ pub struct Change {
     pub table: Table,
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
-    /// When set, the change applies only if the key holds exactly this
-    /// value when the transaction reaches it (else it is skipped): a sweep
-    /// that read a value earlier deletes it only if nothing rewrote it.
-    pub expected: Option<Vec<u8>>,
+    /// When the change applies, judged when the transaction reaches it
+    /// (else it is skipped).
+    pub when: When,
+}
+
+/// The condition of a [`Change`]: a background sweep or migration that
+/// read a value earlier changes it only if nothing rewrote it since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum When {
+    Always,
+    /// The key holds exactly this value.
+    Holds(Vec<u8>),
+    /// The key holds nothing.
+    Absent,
 }
 
 impl Change {
     /// Whether the change applies over `current`, the key's value now.
     pub fn applies_over(&self, current: Option<&[u8]>) -> bool {
-        match &self.expected {
-            None => true,
-            Some(e) => current == Some(e.as_slice()),
+        match &self.when {
+            When::Always => true,
+            When::Holds(e) => current == Some(e.as_slice()),
+            When::Absent => current.is_none(),
         }
     }
 }
@@ -139,7 +150,7 @@ impl Batch {
             table,
             key,
             value: Some(value),
-            expected: None,
+            when: When::Always,
         });
     }
 
@@ -151,7 +162,7 @@ impl Batch {
             table,
             key,
             value: None,
-            expected: None,
+            when: When::Always,
         });
     }
     /// Delete `key` from `table` only if it still holds `expected` when the
@@ -163,7 +174,19 @@ impl Batch {
             table,
             key,
             value: None,
-            expected: Some(expected),
+            when: When::Holds(expected),
+        });
+    }
+    /// Put `value` under `key` in `table` only if the key holds nothing
+    /// when the batch is committed.
+    pub fn put_if_absent(&mut self, table: Table, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+        let key = key.into();
+        self.bytes += key.len() + value.len();
+        self.changes.push(Change {
+            table,
+            key,
+            value: Some(value),
+            when: When::Absent,
         });
     }
 

@@ -75,6 +75,9 @@ pub struct Loaded {
     records: Vec<([u8; 16], Option<Vec<u8>>)>,
     /// Entity states (plain), with the pseudonyms they are stored under.
     entities: Vec<(EntityId, Pseudonym, Option<Vec<u8>>)>,
+    /// Entities found only under the previous pseudonym master (a
+    /// migration runs): their old key, deleted when they are written.
+    old_keys: Vec<(EntityId, Pseudonym)>,
 }
 
 impl Loaded {
@@ -86,6 +89,7 @@ impl Loaded {
     /// Forgets what was read for `ids` (to read them again).
     pub fn forget_entities(&mut self, ids: &[EntityId]) {
         self.entities.retain(|(e, _, _)| !ids.contains(e));
+        self.old_keys.retain(|(e, _)| !ids.contains(e));
     }
 
     /// The entities read (found or not).
@@ -100,6 +104,20 @@ impl Loaded {
             .find(|(e, _, _)| e == id)
             .map(|(_, p, _)| *p)
     }
+}
+
+/// What a list value's pseudonym is made of: the list, a 0, the value's
+/// key in hex.
+fn list_text(list: &str, value: u128) -> String {
+    format!("{list}\u{0}{value:032x}")
+}
+
+fn list_key_of(list: &str, p: &Pseudonym) -> Vec<u8> {
+    let mut key = Vec::with_capacity(list.len() + 1 + 32);
+    key.extend_from_slice(list.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&p.0);
+    key
 }
 
 /// The key kind an entity's pseudonym is made under.
@@ -186,7 +204,44 @@ impl Persist {
             };
             loaded.entities.push((id, p, plain));
         }
+        self.read_previous(store, &mut loaded)?;
         Ok(loaded)
+    }
+
+    /// While a pseudonym migration runs: reads the entities not found
+    /// under the new key under the previous one (one more snapshot; what
+    /// the background re-key has not moved yet).
+    fn read_previous(&self, store: &dyn Store, loaded: &mut Loaded) -> Result<(), PersistError> {
+        if !self.keys.migrating() {
+            return Ok(());
+        }
+        let missing: Vec<(usize, Pseudonym)> = loaded
+            .entities
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, _, plain))| plain.is_none())
+            .filter_map(|(i, (id, _, _))| {
+                let text = id.text();
+                Some((i, self.keys.previous_pseudonym(id_kind(id), &text)?))
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let asked: Vec<(Table, &[u8])> = missing
+            .iter()
+            .map(|(_, p)| (Table::Entities, &p.0[..]))
+            .collect();
+        let found = store.get_many(&asked)?;
+        for ((i, old), sealed) in missing.into_iter().zip(found) {
+            if let Some(sealed) = sealed {
+                let plain = self.open(Table::Entities, &old.0, &sealed)?;
+                let entry = &mut loaded.entities[i];
+                entry.2 = Some(plain);
+                loaded.old_keys.push((entry.0.clone(), old));
+            }
+        }
+        Ok(())
     }
 
     /// Reads the states of `ids` (entities not in memory that an event
@@ -204,6 +259,7 @@ impl Persist {
             .map(|p| (Table::Entities, &p.0[..]))
             .collect();
         let found = store.get_many(&asked)?;
+        let first = loaded.entities.len();
         for ((id, p), sealed) in ids.into_iter().zip(pseudonyms).zip(found) {
             let plain = match sealed {
                 Some(s) => Some(self.open(Table::Entities, &p.0, &s)?),
@@ -211,6 +267,14 @@ impl Persist {
             };
             loaded.entities.push((id, p, plain));
         }
+        // Only the entities just read are looked for under the old key.
+        let mut tail = Loaded {
+            entities: loaded.entities.split_off(first),
+            ..Loaded::default()
+        };
+        self.read_previous(store, &mut tail)?;
+        loaded.entities.append(&mut tail.entities);
+        loaded.old_keys.append(&mut tail.old_keys);
         Ok(())
     }
 
@@ -254,6 +318,10 @@ impl Persist {
             } else {
                 batch.delete(Table::Entities, p.0.to_vec());
             }
+            // Moved to the new key: the copy under the old one goes.
+            if let Some((_, old)) = loaded.old_keys.iter().find(|(e, _)| e == id) {
+                batch.delete(Table::Entities, old.0.to_vec());
+            }
         }
         for (key, record) in &changes.records {
             batch.put(Table::Records, key.to_vec(), record.to_vec());
@@ -275,6 +343,9 @@ impl Persist {
 
     fn list_change(&self, change: &ListChange, batch: &mut Batch) -> Result<(), PersistError> {
         let key = self.list_key(&change.list, change.value);
+        if let Some(old) = self.previous_list_key(&change.list, change.value) {
+            batch.delete(Table::Lists, old);
+        }
         if change.present {
             let sealed = self.seal(Table::Lists, &key, &change.value.to_be_bytes())?;
             batch.put(Table::Lists, key, sealed);
@@ -288,12 +359,71 @@ impl Persist {
     fn list_key(&self, list: &str, value: u128) -> Vec<u8> {
         let p = self
             .keys
-            .pseudonym(IdKind::ListValue, &format!("{list}\u{0}{value:032x}"));
-        let mut key = Vec::with_capacity(list.len() + 1 + 32);
-        key.extend_from_slice(list.as_bytes());
-        key.push(0);
-        key.extend_from_slice(&p.0);
-        key
+            .pseudonym(IdKind::ListValue, &list_text(list, value));
+        list_key_of(list, &p)
+    }
+
+    /// The key of a list value under the previous pseudonym master, while
+    /// a migration runs.
+    fn previous_list_key(&self, list: &str, value: u128) -> Option<Vec<u8>> {
+        let p = self
+            .keys
+            .previous_pseudonym(IdKind::ListValue, &list_text(list, value))?;
+        Some(list_key_of(list, &p))
+    }
+
+    /// One page of the background re-key of a pseudonym migration: the
+    /// entries of `table` (entities or lists) after `after` still under a
+    /// key of the previous master, moved to the new one. Each move puts the
+    /// value under the new key only if nothing is there yet (a request may
+    /// have written a newer state) and deletes the old entry only if it is
+    /// unchanged. Returns the batch, where the next page starts, and how
+    /// many entries it moves.
+    pub fn rekey_page(
+        &self,
+        store: &dyn Store,
+        table: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Batch, Option<Vec<u8>>, usize), PersistError> {
+        let page = store.scan_from(table, after, limit)?;
+        let next = (page.len() == limit)
+            .then(|| page.last().map(|(k, _)| k.clone()))
+            .flatten();
+        let mut batch = Batch::new();
+        let mut moved = 0;
+        for (key, sealed) in page {
+            let plain = self.open(table, &key, &sealed)?;
+            let new_key = match table {
+                Table::Entities => {
+                    let d = crate::history::persist::decode(&plain)
+                        .map_err(|e| decode_error(table, &e))?;
+                    self.entity_key(&d.id).0.to_vec()
+                }
+                Table::Lists => {
+                    let split = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+                    let name = String::from_utf8_lossy(&key[..split]).into_owned();
+                    let value: [u8; 16] =
+                        plain
+                            .as_slice()
+                            .try_into()
+                            .map_err(|_| PersistError::Decode {
+                                table,
+                                detail: "a value that is not 16 bytes".into(),
+                            })?;
+                    self.list_key(&name, u128::from_be_bytes(value))
+                }
+                _ => continue,
+            };
+            if new_key == key {
+                continue;
+            }
+            let resealed = self.seal(table, &new_key, &plain)?;
+            batch.put_if_absent(table, new_key, resealed);
+            batch.delete_if(table, key, sealed);
+            moved += 1;
+        }
+        Ok((batch, next, moved))
     }
 
     /// Puts every pending hold and every list value the store holds in

@@ -163,7 +163,7 @@ impl RedbStore {
                         .map_err(|e| self.commit_error(e))?,
                 ),
             };
-            if change.expected.is_some() {
+            if change.when != super::When::Always {
                 use ::redb::ReadableTable;
                 let current = table
                     .get(change.key.as_slice())

@@ -1002,3 +1002,100 @@ fn a_backup_under_load_restores_to_the_same_answers() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A pseudonym-key migration keeps every record reachable: after `keys
+/// rotate-pseudonym` the service finds history under the old key, re-keys
+/// the store in the background and says when it is done; after that,
+/// without the previous key, a SIM swap made before the rotation still
+/// holds a SIM swap, and a retry answers as before.
+#[test]
+fn a_pseudonym_key_migration_keeps_every_record_reachable() {
+    use portcullis::keys::{IdKind, Keys};
+    use portcullis::store::{RedbStore, Store, Table};
+    let tls_dir = pki("migrate");
+    let keys_dir = tls_dir.with_file_name("keys");
+    portcullis::keys::write_dev_keys(&keys_dir).expect("keys");
+    let data = tls_dir.with_file_name("data");
+    let args = [
+        "--quic",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().expect("UTF-8"),
+        "--tls-dir",
+        tls_dir.to_str().expect("UTF-8"),
+        "--keys",
+        keys_dir.to_str().expect("UTF-8"),
+    ];
+    let mut s = Serving::start(&args);
+    let addr = s.addr();
+    let first = rt().block_on(async {
+        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
+        call(&conn, &swap_on_line(1)).await.expect("an answer")
+    });
+    assert_eq!(first["decision"], "allow", "{first}");
+    s.signal("-TERM");
+    assert!(s.wait().0.success());
+
+    let rotate = || {
+        Command::new(BIN)
+            .args([
+                "keys",
+                "rotate-pseudonym",
+                "--keys",
+                keys_dir.to_str().expect("UTF-8"),
+            ])
+            .output()
+            .expect("run keys rotate-pseudonym")
+    };
+    let out = rotate();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second rotation waits for the first migration to end.
+    assert!(!rotate().status.success());
+
+    let mut s = Serving::start(&args);
+    let addr = s.addr();
+    s.wait_for("pseudonym migration done");
+    rt().block_on(async {
+        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
+        let retry = call(&conn, &swap_on_line(1)).await.expect("an answer");
+        assert_eq!(retry, first);
+        let fresh = call(&conn, &swap_on_line(2)).await.expect("an answer");
+        assert_eq!(fresh["decision"], "hold", "{fresh}");
+    });
+    s.signal("-TERM");
+    assert!(s.wait().0.success());
+
+    // Everything is under the new key.
+    {
+        let keys = Keys::load(&keys_dir).expect("keys");
+        let store = RedbStore::open(&data.join("portcullis.redb")).expect("the store");
+        let line = "+447700900777";
+        let old = keys
+            .previous_pseudonym(IdKind::Msisdn, line)
+            .expect("migrating");
+        let new = keys.pseudonym(IdKind::Msisdn, line);
+        assert_eq!(store.get(Table::Entities, &old.0).expect("a read"), None);
+        assert!(
+            store
+                .get(Table::Entities, &new.0)
+                .expect("a read")
+                .is_some()
+        );
+    }
+    std::fs::remove_file(keys_dir.join("pseudonym-previous.key")).expect("remove");
+    let mut s = Serving::start(&args);
+    let addr = s.addr();
+    rt().block_on(async {
+        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
+        let retry = call(&conn, &swap_on_line(1)).await.expect("an answer");
+        assert_eq!(retry, first);
+        let fresh = call(&conn, &swap_on_line(3)).await.expect("an answer");
+        assert_eq!(fresh["decision"], "hold", "{fresh}");
+    });
+    s.signal("-TERM");
+    assert!(s.wait().0.success());
+}
