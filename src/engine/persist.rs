@@ -16,7 +16,7 @@
 //! ```
 
 use super::{Engine, Held, IdKey, Record, id_secret};
-use crate::contract::{Event, Kind};
+use crate::contract::{Event, Kind, Timestamp};
 use crate::history::persist::{DecodeError, Layout, decode};
 use crate::history::{EntityId, ListChange};
 use crate::rules::{Outcome, SeriesMap};
@@ -242,6 +242,51 @@ impl Engine {
         let layout = Layout { old_to_new, caps };
         self.state.history.admit(d, Some(&layout));
         Ok(())
+    }
+
+    /// A stored entity state pruned at `now` by the current rules: `None`
+    /// when nothing in it has expired, else its new encoding (empty when
+    /// nothing is left: delete it). Changes nothing in memory.
+    pub fn prune_encoded(
+        &mut self,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<Vec<u8>>, AdmitError> {
+        let mut d = decode(bytes).map_err(AdmitError::Entity)?;
+        let current = self.current_index();
+        let relaid = d.ruleset != current;
+        if relaid {
+            let old = self
+                .rulesets
+                .get(d.ruleset as usize)
+                .ok_or(AdmitError::UnknownRuleset(d.ruleset))?;
+            let new = &self.rulesets[self.current];
+            let (old_to_new, caps) = self.layouts.entry(d.ruleset).or_insert_with(|| {
+                let map = SeriesMap::between(&old.series, &new.series);
+                (map.old_to_new, crate::history::series_caps(new))
+            });
+            d.relayout(&Layout { old_to_new, caps }, current);
+        }
+        if !d.prune(&self.rulesets[self.current], now) && !relaid {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        if !d.is_empty() {
+            d.encode(&mut out);
+        }
+        Ok(Some(out))
+    }
+
+    /// The entity a stored state belongs to.
+    pub fn entity_of(bytes: &[u8]) -> Result<EntityId, AdmitError> {
+        decode(bytes).map(|d| d.id).map_err(AdmitError::Entity)
+    }
+
+    /// Prunes one part of the states in memory (see
+    /// [`crate::history::History::prune_part`]).
+    pub fn prune_part(&mut self, now: Timestamp, part: usize, parts: usize) {
+        let rules = &self.rulesets[self.current];
+        self.state.history.prune_part(rules, now, part, parts);
     }
 
     /// Puts a pending hold read back from the store in place (at start,

@@ -773,31 +773,41 @@ impl History {
     /// Drops windowed history older than its series' window, and entities
     /// left with nothing. State without a window is never dropped by age.
     pub fn prune(&mut self, rules: &CompiledRules, now: Timestamp) {
+        self.prune_part(rules, now, 0, 1);
+    }
+
+    /// [`History::prune`] for one part of the entities: those whose key
+    /// falls in `part` of `parts` (a cheap split of the keys), so that a
+    /// service prunes a large history a slice at a time, between requests.
+    pub fn prune_part(&mut self, rules: &CompiledRules, now: Timestamp, part: usize, parts: usize) {
+        let parts = parts.max(1);
         let now = now.as_nanos();
-        let keep = |e: &Entry| match rules.series.get(e.series as usize).map(|s| s.keep) {
-            Some(Keep::Window(w)) => now - e.nanos() <= w,
-            Some(_) => true,
-            // No series of the ruleset: none can read it. (A reload lays
-            // history out by the new ruleset's series, so there are none.)
-            None => false,
+        let prune = |st: &mut EntityState| prune_state(st, rules, now);
+        let num = |k: u128| (k as usize) % parts == part;
+        let tok = |k: &TokKey| {
+            k.as_str().bytes().fold(0usize, |h, b| {
+                h.wrapping_mul(31).wrapping_add(usize::from(b))
+            }) % parts
+                == part
         };
-        let prune = |st: &mut EntityState| {
-            st.entries.retain(|e| keep(e));
-            st.entries.shrink_to_fit();
-            st.recount();
-        };
-        self.lines.retain(|_, line| {
-            prune(&mut line.state);
+        self.lines.retain(|k, line| {
+            if num(*k) {
+                prune(&mut line.state);
+            }
             // The SIM state has no window: a line keeps it however old.
             !line.is_empty()
         });
-        self.devices.retain(|_, st| {
-            prune(st);
+        self.devices.retain(|k, st| {
+            if num(*k) {
+                prune(st);
+            }
             !st.entries.is_empty()
         });
         for m in &mut self.by_token {
-            m.retain(|_, st| {
-                prune(st);
+            m.retain(|k, st| {
+                if tok(k) {
+                    prune(st);
+                }
                 !st.entries.is_empty()
             });
         }
@@ -861,6 +871,27 @@ fn append(
         Keep::Ever => state.ever_insert(si, entry, limits.ever_items_max),
         Keep::Latest => state.set_latest(si, entry),
     }
+}
+
+/// Drops the entries of `st` past their series' window at `now` (in
+/// nanoseconds), and those of series `rules` lacks; keeps the rest.
+/// Returns whether anything went.
+fn prune_state(st: &mut EntityState, rules: &CompiledRules, now: i128) -> bool {
+    let keep = |e: &Entry| match rules.series.get(e.series as usize).map(|s| s.keep) {
+        Some(Keep::Window(w)) => now - e.nanos() <= w,
+        Some(_) => true,
+        // No series of the ruleset: none can read it. (A reload lays
+        // history out by the new ruleset's series, so there are none.)
+        None => false,
+    };
+    let before = st.entries.len();
+    st.entries.retain(|e| keep(e));
+    if st.entries.len() == before {
+        return false;
+    }
+    st.entries.shrink_to_fit();
+    st.recount();
+    true
 }
 
 /// The most entries one entity keeps in each series of `rules`.

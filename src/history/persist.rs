@@ -266,24 +266,7 @@ impl History {
                 None => return false,
             },
         };
-        let text = id.text();
-        // Invariant: identifiers are at most 64 characters (tokens) or
-        // digits (numbers), so their length fits a byte.
-        let len = u8::try_from(text.len()).unwrap_or(u8::MAX);
-        out.push(VERSION);
-        out.extend_from_slice(&ruleset.to_be_bytes());
-        out.push(id.slot() as u8);
-        out.push(len);
-        out.extend_from_slice(&text.as_bytes()[..usize::from(len)]);
-        out.extend_from_slice(&sim.to_be_bytes());
-        let n = u32::try_from(state.entries.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&n.to_be_bytes());
-        for e in state.entries.iter().take(n as usize) {
-            out.extend_from_slice(&e.series.to_be_bytes());
-            out.extend_from_slice(&e.value.to_be_bytes());
-            out.extend_from_slice(&e.secs.to_be_bytes());
-            out.extend_from_slice(&e.nanos.to_be_bytes());
-        }
+        encode_state(id, ruleset, state, sim, out);
         true
     }
 
@@ -330,6 +313,36 @@ impl History {
     /// Puts a list value read back from the store in place.
     pub fn admit_list_value(&mut self, list: &str, value: u128) {
         self.lists.entry(list.into()).or_default().insert(value);
+    }
+}
+
+impl Decoded {
+    /// Lays the state out by another ruleset's series (see
+    /// [`History::admit`]), now numbered `ruleset`.
+    pub fn relayout(&mut self, layout: &Layout<'_>, ruleset: u32) {
+        self.state.renumber(layout.old_to_new, layout.caps);
+        self.ruleset = ruleset;
+    }
+
+    /// Drops the entries past their window at `now` under `rules` (which
+    /// lay the state out); returns whether any went.
+    pub fn prune(
+        &mut self,
+        rules: &crate::rules::CompiledRules,
+        now: crate::contract::Timestamp,
+    ) -> bool {
+        super::prune_state(&mut self.state, rules, now.as_nanos())
+    }
+
+    /// Whether the state holds nothing (a line: no entries and no SIM
+    /// state).
+    pub fn is_empty(&self) -> bool {
+        self.state.entries.is_empty() && self.sim == 0
+    }
+
+    /// The state in the encoding [`decode`] reads.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_state(&self.id, self.ruleset, &self.state, self.sim, out);
     }
 }
 
@@ -382,6 +395,27 @@ pub fn decode(b: &[u8]) -> Result<Decoded, DecodeError> {
         state,
         sim,
     })
+}
+
+fn encode_state(id: &EntityId, ruleset: u32, state: &EntityState, sim: u64, out: &mut Vec<u8>) {
+    let text = id.text();
+    // Invariant: identifiers are at most 64 characters (tokens) or digits
+    // (numbers), so their length fits a byte.
+    let len = u8::try_from(text.len()).unwrap_or(u8::MAX);
+    out.push(VERSION);
+    out.extend_from_slice(&ruleset.to_be_bytes());
+    out.push(id.slot() as u8);
+    out.push(len);
+    out.extend_from_slice(&text.as_bytes()[..usize::from(len)]);
+    out.extend_from_slice(&sim.to_be_bytes());
+    let n = u32::try_from(state.entries.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&n.to_be_bytes());
+    for e in state.entries.iter().take(n as usize) {
+        out.extend_from_slice(&e.series.to_be_bytes());
+        out.extend_from_slice(&e.value.to_be_bytes());
+        out.extend_from_slice(&e.secs.to_be_bytes());
+        out.extend_from_slice(&e.nanos.to_be_bytes());
+    }
 }
 
 struct Reader<'a> {

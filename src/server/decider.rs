@@ -68,6 +68,9 @@ pub struct Durable {
     pub persist: Persist,
 }
 
+/// Entity states read per page of the store's pruning.
+const PRUNE_PAGE: usize = 1000;
+
 /// Entries read per page of a pseudonym re-key: small, so that each page's
 /// batch is one short transaction among the decisions'.
 const REKEY_PAGE: usize = 1000;
@@ -356,6 +359,82 @@ impl Decider {
             }
         }
         Ok(moved)
+    }
+
+    /// Prunes one part of the history in memory (between two requests).
+    pub fn prune_memory_part(&self, part: usize, parts: usize) {
+        if let Ok(mut core) = self.core.lock() {
+            let now = core.clock.now();
+            core.service.engine_mut().prune_part(now, part, parts);
+        }
+    }
+
+    /// Prunes the entity states in the store that are not in memory (those
+    /// are pruned there, and written when they change): page by page, each
+    /// state opened outside the lock, pruned by the current rules under it,
+    /// written back through the writer only if nothing rewrote it since.
+    /// Blocks: run it off the runtime. Returns how many states changed.
+    pub fn prune_store(&self) -> Result<usize, String> {
+        use crate::engine::Engine;
+        use crate::store::Table;
+        let (Some((store, writer)), Some(reader)) = (&self.store, &self.reader) else {
+            return Ok(0);
+        };
+        let mut after: Option<Vec<u8>> = None;
+        let mut changed = 0;
+        loop {
+            let page = store
+                .scan_from(Table::Entities, after.as_deref(), PRUNE_PAGE)
+                .map_err(|e| e.to_string())?;
+            let next = (page.len() == PRUNE_PAGE)
+                .then(|| page.last().map(|(k, _)| k.clone()))
+                .flatten();
+            let mut opened = Vec::with_capacity(page.len());
+            for (key, sealed) in page {
+                let plain = reader
+                    .open_entity(&key, &sealed)
+                    .map_err(|e| e.to_string())?;
+                opened.push((key, sealed, plain));
+            }
+            let mut pruned = Vec::new();
+            {
+                let Ok(mut core) = self.core.lock() else {
+                    return Err("the decision engine failed".into());
+                };
+                let now = core.clock.now();
+                let engine = core.service.engine_mut();
+                for (key, sealed, plain) in opened {
+                    let id = Engine::entity_of(&plain).map_err(|e| e.to_string())?;
+                    if engine.is_resident(&id) {
+                        continue;
+                    }
+                    if let Some(new) = engine
+                        .prune_encoded(&plain, now)
+                        .map_err(|e| e.to_string())?
+                    {
+                        pruned.push((key, sealed, new));
+                    }
+                }
+            }
+            let mut batch = crate::store::Batch::new();
+            for (key, sealed, new) in pruned {
+                if new.is_empty() {
+                    batch.delete_if(Table::Entities, key, sealed);
+                } else {
+                    let resealed = reader.seal_entity(&key, &new).map_err(|e| e.to_string())?;
+                    batch.put_if(Table::Entities, key, resealed, sealed);
+                }
+                changed += 1;
+            }
+            if !batch.is_empty() {
+                let ticket = writer.submit(batch).map_err(|e| e.to_string())?;
+                ticket.wait().map_err(|e| e.to_string())?;
+            }
+            match next {
+                Some(k) => after = Some(k),
+                None => return Ok(changed),
+            }
+        }
     }
 
     /// The store behind the engine, if any.

@@ -398,6 +398,7 @@ impl Server {
                 }
             });
         }
+        tokio::spawn(prune_in_background(decider.clone(), shutdown.subscribe()));
         if decider.store().is_some() {
             tokio::spawn(sweep_records_hourly(
                 decider.clone(),
@@ -462,6 +463,19 @@ impl Server {
         tokio::task::spawn_blocking(move || decider.sweep_records(clock.now(), days))
             .await
             .map_err(|e| e.to_string())?
+    }
+
+    /// Prunes windowed history past its window now, in memory and in the
+    /// store (the service does it in the background); returns how many
+    /// stored states changed.
+    pub async fn prune(&self) -> Result<usize, String> {
+        let d = self.decider.clone();
+        tokio::task::spawn_blocking(move || {
+            d.prune_memory_part(0, 1);
+            d.prune_store()
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Whether the store failed a commit (or a change could not be queued):
@@ -638,6 +652,36 @@ async fn run(config: Config) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// How often one part of the history in memory is pruned, and in how
+/// many parts: each part is a walk of the resident states' keys (a few
+/// nanoseconds each) pruning a 64th of them, under the decider's lock.
+const PRUNE_MEMORY_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_PARTS: usize = 64;
+
+/// Prunes windowed history past its window: a part of memory every
+/// minute, the store's states every [`PRUNE_PARTS`] minutes.
+async fn prune_in_background(decider: Arc<Decider>, mut shutdown: watch::Receiver<bool>) {
+    let mut part = 0;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_MEMORY_EVERY) => {}
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
+        let d = decider.clone();
+        let p = part;
+        let _ = tokio::task::spawn_blocking(move || d.prune_memory_part(p, PRUNE_PARTS)).await;
+        part = (part + 1) % PRUNE_PARTS;
+        if part == 0 && decider.store().is_some() {
+            let d = decider.clone();
+            match tokio::task::spawn_blocking(move || d.prune_store()).await {
+                Ok(Ok(n)) => tracing::info!(states = n, "stored history past its windows pruned"),
+                Ok(Err(e)) => tracing::error!(error = %e, "pruning the store failed"),
+                Err(e) => tracing::error!(error = %e, "pruning the store failed"),
+            }
+        }
+    }
 }
 
 /// How often the record-keeping sweep runs.

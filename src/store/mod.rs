@@ -177,6 +177,24 @@ impl Batch {
             when: When::Holds(expected),
         });
     }
+    /// Put `value` under `key` in `table` only if the key still holds
+    /// `expected` when the batch is committed.
+    pub fn put_if(
+        &mut self,
+        table: Table,
+        key: impl Into<Vec<u8>>,
+        value: Vec<u8>,
+        expected: Vec<u8>,
+    ) {
+        let key = key.into();
+        self.bytes += key.len() + value.len() + expected.len();
+        self.changes.push(Change {
+            table,
+            key,
+            value: Some(value),
+            when: When::Holds(expected),
+        });
+    }
     /// Put `value` under `key` in `table` only if the key holds nothing
     /// when the batch is committed.
     pub fn put_if_absent(&mut self, table: Table, key: impl Into<Vec<u8>>, value: Vec<u8>) {

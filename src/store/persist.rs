@@ -476,6 +476,16 @@ impl Persist {
         Ok(done)
     }
 
+    /// Opens an entity state stored under `key`.
+    pub fn open_entity(&self, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, PersistError> {
+        self.open(Table::Entities, key, sealed)
+    }
+
+    /// Seals an entity state to be stored under `key`.
+    pub fn seal_entity(&self, key: &[u8], plain: &[u8]) -> Result<Vec<u8>, PersistError> {
+        self.seal(Table::Entities, key, plain)
+    }
+
     fn seal(&self, table: Table, key: &[u8], plain: &[u8]) -> Result<Vec<u8>, PersistError> {
         self.keys
             .seal(&aad(table, key), plain)

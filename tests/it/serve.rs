@@ -837,3 +837,57 @@ fn records_past_the_keeping_period_are_deleted() {
         server.shutdown().await;
     });
 }
+
+/// Windowed history past its windows is pruned from the store (states not
+/// in memory: those are pruned there); decisions are as before.
+#[test]
+fn history_past_its_windows_is_pruned_from_the_store() {
+    use portcullis::store::{MemoryStore, Store, Table};
+    rt().block_on(async {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let stored_bytes = || -> usize {
+            store
+                .scan(Table::Entities)
+                .expect("scan")
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum()
+        };
+        // Keys that outlive the first server.
+        let keys = scratch_dir("serve", "prune-keys");
+        portcullis::keys::write_dev_keys(&keys).expect("keys");
+        let config = || {
+            let mut c = Config::local(pki());
+            c.keys = Some(keys.clone());
+            c
+        };
+        let t0 = Timestamp::parse("2026-03-01T10:00:00Z").expect("a time");
+        let clock = Arc::new(ManualClock::new(t0));
+        let server = Server::start_over(config(), clock.clone(), Some(store.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"));
+        let (_ep, conn) = connect(server.local_addr(), "client").await;
+        for n in 0..20 {
+            let v = call(&conn, &swap_n(n)).await;
+            assert_eq!(v["decision"], "allow", "{v}");
+        }
+        server.shutdown().await;
+        let before = stored_bytes();
+
+        // A year on, nothing is in memory: the store's states are pruned.
+        let later = Arc::new(ManualClock::new(
+            Timestamp::parse("2027-03-01T10:00:00Z").expect("a time"),
+        ));
+        let server = Server::start_over(config(), later, Some(store.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"));
+        let pruned = server.prune().await.expect("pruned");
+        assert!(pruned >= 20, "{pruned}");
+        assert!(stored_bytes() < before, "{} !< {before}", stored_bytes());
+        assert_eq!(server.prune().await, Ok(0));
+        let (_ep, conn) = connect(server.local_addr(), "client").await;
+        let v = call(&conn, &swap_n(0).replace("\"f0\"", "\"f0-later\"")).await;
+        assert_eq!(v["decision"], "allow", "{v}");
+        server.shutdown().await;
+    });
+}
