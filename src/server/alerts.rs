@@ -1,9 +1,12 @@
 //! Alerts the service raised, kept for the operator surface.
 //!
 //! Each alert goes three ways: into the answer of the signal that raised it
-//! (the service writes that), to the log, and here. This store keeps the
+//! (the service writes that), to the log, and here. This list keeps the
 //! latest `alerts_kept_max` in memory; the oldest go first, and the total
-//! raised is counted so a reader can tell some were dropped.
+//! pushed is counted so a reader can tell some were dropped. With a store,
+//! each alert is also kept there (sealed, with the batch of the signal that
+//! raised it; the oldest past `alerts_kept_max` deleted) and the list is
+//! filled from it at start.
 
 use crate::engine::Alert;
 use std::collections::VecDeque;
@@ -46,7 +49,8 @@ impl AlertStore {
         k.alerts.iter().cloned().collect()
     }
 
-    /// How many alerts were raised since the service started.
+    /// How many alerts were pushed since the service started (those
+    /// restored from the store at start included).
     pub fn raised(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).raised
     }

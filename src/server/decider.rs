@@ -112,6 +112,11 @@ struct Core {
     cache: Option<EntityCache>,
     /// Scratch: the entities one request named.
     named: Vec<crate::history::EntityId>,
+    /// Alerts raised by the request being handled, kept with its batch.
+    raised: Vec<Alert>,
+    /// The number the next alert is kept under, and how many to keep.
+    next_alert: u64,
+    alerts_kept_max: usize,
     /// Scratch for the changes of one request.
     changes: Changes,
     clock: Arc<dyn Clock>,
@@ -177,6 +182,9 @@ impl Decider {
                 durable,
                 cache,
                 named: Vec::new(),
+                raised: Vec::new(),
+                next_alert: 0,
+                alerts_kept_max: limits.alerts_kept_max,
                 changes: Changes::default(),
                 clock,
                 awaits_max: limits.awaits_max,
@@ -324,6 +332,21 @@ impl Decider {
                 None => return Ok(deleted),
             }
         }
+    }
+
+    /// Puts the alerts the store keeps back in the operator's list, and
+    /// numbers the next after them (at start).
+    pub fn restore_alerts(&self) -> Result<usize, String> {
+        let (Some((store, _)), Some(reader)) = (&self.store, &self.reader) else {
+            return Ok(0);
+        };
+        let kept = reader.alerts(store.as_ref()).map_err(|e| e.to_string())?;
+        let mut core = self.core();
+        for (seq, alert) in &kept {
+            core.alerts.push(*alert);
+            core.next_alert = core.next_alert.max(seq + 1);
+        }
+        Ok(kept.len())
     }
 
     /// Whether a pseudonym-key migration runs (the previous master is
@@ -493,11 +516,12 @@ impl Core {
             Step::Answered => Decided::Now(out),
             Step::Await { scoped, timeout_ms } => self.await_hold(scoped, timeout_ms),
         };
-        // Made durable before any answer the request woke is written.
-        let decided = self.commit(decided, &loaded);
         while let Some(alert) = self.service.poll_alert() {
             self.raise(alert);
         }
+        // Made durable (with its alerts) before any answer the request woke
+        // is written.
+        let decided = self.commit(decided, &loaded);
         while let Some(resolved) = self.service.poll_resolved() {
             self.wake(&resolved);
         }
@@ -572,7 +596,21 @@ impl Core {
         };
         let engine = self.service.engine_mut();
         engine.take_changes(&mut self.changes);
-        let batch = d.persist.batch(engine, &self.changes, loaded);
+        let mut batch = d.persist.batch(engine, &self.changes, loaded);
+        for alert in self.raised.drain(..) {
+            let seq = self.next_alert;
+            self.next_alert += 1;
+            if let Ok(b) = &mut batch {
+                match d.persist.alert_entry(seq, &alert) {
+                    Ok((key, value)) => b.put(crate::store::Table::Alerts, key, value),
+                    Err(e) => batch = Err(e),
+                }
+            }
+            // The oldest beyond alerts_kept_max goes.
+            if let (Ok(b), Some(old)) = (&mut batch, seq.checked_sub(self.alerts_kept_max as u64)) {
+                b.delete(crate::store::Table::Alerts, old.to_be_bytes().to_vec());
+            }
+        }
         let ticket = match batch {
             Ok(b) => d.writer.submit(b).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -690,6 +728,9 @@ impl Core {
             "alert raised"
         );
         self.alerts.push(alert);
+        if self.durable.is_some() {
+            self.raised.push(alert);
+        }
     }
 }
 /// The `await`s waiting on holds, by the hold's scoped id, with a heap of

@@ -369,6 +369,10 @@ impl Server {
             keys,
             durable,
         ));
+        let alerts_kept = decider.restore_alerts().map_err(ServeError::Store)?;
+        if alerts_kept > 0 {
+            tracing::info!(alerts = alerts_kept, "alerts restored");
+        }
         let shared = Arc::new(Shared {
             decider: decider.clone(),
             frame_bytes_max: config.limits.frame_bytes_max,

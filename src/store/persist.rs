@@ -476,6 +476,46 @@ impl Persist {
         Ok(done)
     }
 
+    /// The entry an alert is kept under: its number, and its line and time
+    /// sealed (`MSISDN` `\n` RFC 3339).
+    pub fn alert_entry(
+        &self,
+        seq: u64,
+        alert: &crate::engine::Alert,
+    ) -> Result<(Vec<u8>, Vec<u8>), PersistError> {
+        let key = seq.to_be_bytes().to_vec();
+        let plain = format!("{}\n{}", alert.msisdn, alert.at.to_rfc3339_utc());
+        let sealed = self.seal(Table::Alerts, &key, plain.as_bytes())?;
+        Ok((key, sealed))
+    }
+
+    /// The alerts the store keeps, oldest first, with their numbers.
+    pub fn alerts(
+        &self,
+        store: &dyn Store,
+    ) -> Result<Vec<(u64, crate::engine::Alert)>, PersistError> {
+        let bad = |detail: &str| PersistError::Decode {
+            table: Table::Alerts,
+            detail: detail.into(),
+        };
+        let mut out = Vec::new();
+        for (key, sealed) in store.scan(Table::Alerts)? {
+            let seq: [u8; 8] = key
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad("a key that is not 8 bytes"))?;
+            let plain = self.open(Table::Alerts, &key, &sealed)?;
+            let text = std::str::from_utf8(&plain).map_err(|_| bad("not UTF-8"))?;
+            let (line, at) = text.split_once('\n').ok_or_else(|| bad("no time"))?;
+            let alert = crate::engine::Alert {
+                msisdn: line.parse().map_err(|_| bad("a bad line"))?,
+                at: crate::contract::Timestamp::parse(at).map_err(|_| bad("a bad time"))?,
+            };
+            out.push((u64::from_be_bytes(seq), alert));
+        }
+        Ok(out)
+    }
+
     /// Opens an entity state stored under `key`.
     pub fn open_entity(&self, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, PersistError> {
         self.open(Table::Entities, key, sealed)

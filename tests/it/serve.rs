@@ -891,3 +891,44 @@ fn history_past_its_windows_is_pruned_from_the_store() {
         server.shutdown().await;
     });
 }
+
+/// Alerts are kept in the store, sealed, and come back to the operator's
+/// list after a restart.
+#[test]
+fn alerts_survive_a_restart() {
+    use portcullis::store::{MemoryStore, Store, Table};
+    rt().block_on(async {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let keys = scratch_dir("serve", "alert-keys");
+        portcullis::keys::write_dev_keys(&keys).expect("keys");
+        let config = || {
+            let mut c = Config::local(pki());
+            c.keys = Some(keys.clone());
+            c
+        };
+        let server = Server::start_over(config(), Arc::new(SystemClock), Some(store.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"));
+        let (_ep, conn) = connect(server.local_addr(), "client").await;
+        for (id, imsi) in [("d1", "234151111111111"), ("d2", "234152222222222")] {
+            call(
+                &conn,
+                &format!(r#"{{"id":"{id}","kind":"device_seen","msisdn":"+447700911222","imsi":"{imsi}","imei":"356938035643809"}}"#),
+            )
+            .await;
+        }
+        assert_eq!(server.alerts().list().len(), 1);
+        server.shutdown().await;
+        let stored = store.scan(Table::Alerts).expect("scan");
+        assert_eq!(stored.len(), 1);
+        assert!(!stored[0].1.windows(12).any(|w| w == b"447700911222"));
+
+        let server = Server::start_over(config(), Arc::new(SystemClock), Some(store.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"));
+        let kept = server.alerts().list();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].msisdn.to_string(), "+447700911222");
+        server.shutdown().await;
+    });
+}
