@@ -100,7 +100,11 @@ async fn server(tls: &std::path::Path, store: Option<Arc<dyn Store>>) -> Server 
 }
 
 /// Requests per second with IN_FLIGHT requests always in flight.
-async fn closed_loop(tls: &std::path::Path, store: Option<Arc<dyn Store>>, p: Arc<Payloads>) -> f64 {
+async fn closed_loop(
+    tls: &std::path::Path,
+    store: Option<Arc<dyn Store>>,
+    p: Arc<Payloads>,
+) -> f64 {
     let server = server(tls, store).await;
     let mut clients = Vec::new();
     for _ in 0..CONNECTIONS {
@@ -115,7 +119,12 @@ async fn closed_loop(tls: &std::path::Path, store: Option<Arc<dyn Store>>, p: Ar
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..IN_FLIGHT {
-        let (client, p, next, done) = (clients[t % CONNECTIONS].clone(), p.clone(), next.clone(), done.clone());
+        let (client, p, next, done) = (
+            clients[t % CONNECTIONS].clone(),
+            p.clone(),
+            next.clone(),
+            done.clone(),
+        );
         tasks.spawn(async move {
             while start.elapsed() < RUN {
                 let i = next.fetch_add(1, Ordering::Relaxed) % p.len();

@@ -224,11 +224,22 @@ impl Engine {
     /// Puts an entity state read back from the store in place (laid out by
     /// the current ruleset), unless the entity is in memory.
     pub fn admit_entity(&mut self, bytes: &[u8]) -> Result<(), AdmitError> {
-        let d = decode(bytes).map_err(AdmitError::Entity)?;
+        let mut d = decode(bytes).map_err(AdmitError::Entity)?;
+        // What memory holds wins: no need to lay out what is not used.
+        if self.state.history.is_resident(&d.id) {
+            return Ok(());
+        }
+        self.relayout(&mut d)?;
+        self.state.history.admit(d);
+        Ok(())
+    }
+
+    /// Lays a decoded state out by the current ruleset, if another one laid
+    /// it out; returns whether it did.
+    fn relayout(&mut self, d: &mut crate::history::persist::Decoded) -> Result<bool, AdmitError> {
         let current = self.current_index();
         if d.ruleset == current {
-            self.state.history.admit(d, None);
-            return Ok(());
+            return Ok(false);
         }
         let old = self
             .rulesets
@@ -239,9 +250,8 @@ impl Engine {
             let map = SeriesMap::between(&old.series, &new.series);
             (map.old_to_new, crate::history::series_caps(new))
         });
-        let layout = Layout { old_to_new, caps };
-        self.state.history.admit(d, Some(&layout));
-        Ok(())
+        d.relayout(&Layout { old_to_new, caps }, current);
+        Ok(true)
     }
 
     /// A stored entity state pruned at `now` by the current rules: `None`
@@ -253,20 +263,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Option<Vec<u8>>, AdmitError> {
         let mut d = decode(bytes).map_err(AdmitError::Entity)?;
-        let current = self.current_index();
-        let relaid = d.ruleset != current;
-        if relaid {
-            let old = self
-                .rulesets
-                .get(d.ruleset as usize)
-                .ok_or(AdmitError::UnknownRuleset(d.ruleset))?;
-            let new = &self.rulesets[self.current];
-            let (old_to_new, caps) = self.layouts.entry(d.ruleset).or_insert_with(|| {
-                let map = SeriesMap::between(&old.series, &new.series);
-                (map.old_to_new, crate::history::series_caps(new))
-            });
-            d.relayout(&Layout { old_to_new, caps }, current);
-        }
+        let relaid = self.relayout(&mut d)?;
         if !d.prune(&self.rulesets[self.current], now) && !relaid {
             return Ok(None);
         }

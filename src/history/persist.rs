@@ -270,21 +270,16 @@ impl History {
         true
     }
 
-    /// Puts a state read back from the store in place, laid out by the
-    /// current ruleset (`layout`, when it was written under another), unless
+    /// Puts a state read back from the store (laid out by the current
+    /// ruleset: see [`Decoded::relayout`]) in place, unless
     /// the entity is already in memory: what memory holds is never older
     /// than what the store holds, since every change is made in memory
     /// first. Returns whether it was put in place.
-    pub fn admit(&mut self, d: Decoded, layout: Option<&Layout<'_>>) -> bool {
+    pub fn admit(&mut self, d: Decoded) -> bool {
         if self.is_resident(&d.id) {
             return false;
         }
-        let Decoded {
-            id, mut state, sim, ..
-        } = d;
-        if let Some(l) = layout {
-            state.renumber(l.old_to_new, l.caps);
-        }
+        let Decoded { id, state, sim, .. } = d;
         match id {
             EntityId::Line(m) => {
                 let line = LineState { state, sim };

@@ -215,7 +215,15 @@ mod tests {
     /// A service over `store`, as `serve` opens one: a fresh engine, the
     /// store's state put back, the default rules.
     fn open_service(store: &Arc<dyn Store>, keys: &Arc<Keys>) -> (Service, Durable) {
-        let rules = Arc::new(CompiledRules::default_rules());
+        open_service_with(store, keys, Arc::new(CompiledRules::default_rules()))
+    }
+
+    /// [`open_service`] with `rules` configured.
+    fn open_service_with(
+        store: &Arc<dyn Store>,
+        keys: &Arc<Keys>,
+        rules: Arc<CompiledRules>,
+    ) -> (Service, Durable) {
         let mut engine = Engine::with_key(
             rules.clone(),
             EngineLimits::default(),
@@ -471,6 +479,81 @@ mod tests {
         let third = handle(&mut s, &d, &pos, &swap("3"));
         assert!(third.contains("\"hold\""), "{third}");
         d.writer.shutdown();
+    }
+
+    /// States written under one ruleset and read back after a restart with
+    /// another (its rules reordered, one dropped: series renumbered) are
+    /// laid out by the new one: the decisions after the restart are those
+    /// of a service that reloaded the new rules in memory.
+    #[test]
+    fn states_from_an_older_ruleset_are_laid_out_by_the_current_one() {
+        let src = format!(
+            "{}\nrule a_only shadow hold verify analyst_review\n  when distinct(imei of device_seen on line within 6h) >= 3\n",
+            crate::rules::DEFAULT_RULES
+        );
+        let a =
+            Arc::new(CompiledRules::compile("a.rules", &src, &RuleLimits::default()).expect("a"));
+        let mut blocks: Vec<String> = src.split("\nrule ").map(str::to_string).collect();
+        let head = blocks.remove(0);
+        blocks.retain(|b| !b.starts_with("a_only"));
+        blocks.reverse();
+        let b_src = format!("{head}\nrule {}", blocks.join("\nrule "));
+        let b =
+            Arc::new(CompiledRules::compile("b.rules", &b_src, &RuleLimits::default()).expect("b"));
+        let map = crate::rules::SeriesMap::between(&a.series, &b.series);
+        assert!(!map.keeps_numbers(), "the test needs renumbered series");
+
+        let cfg = crate::traffic::Config {
+            seed: 21,
+            subscribers: 300,
+            attacks_per_10k: 800,
+            ..crate::traffic::Config::default()
+        };
+        let mut input = Vec::new();
+        crate::traffic::write(&cfg, 4_000, &mut input).expect("in memory");
+        let input = String::from_utf8(input).expect("UTF-8");
+        let lines: Vec<&str> = input.lines().collect();
+        let admin = Peer {
+            name: "ops".into(),
+            role: Role::Admin,
+        };
+        let at = |line: &str| {
+            parse_line(line, AtRule::Required)
+                .expect("valid")
+                .at
+                .expect("at")
+        };
+        // In memory: A, then B reloaded at the midpoint.
+        let mut plain = Service::new(Engine::new(a.clone()), 30_000);
+        let half = lines.len() / 2;
+        let mut want = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if i == half {
+                plain.engine_mut().load_rules(b.clone()).expect("reload");
+            }
+            let mut out = Vec::new();
+            plain.handle(&admin, line.as_bytes(), at(line), &mut out);
+            if i >= half {
+                want.push(String::from_utf8(out).expect("UTF-8"));
+            }
+        }
+        // Over a store: A, then a restart with B.
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let keys = Arc::new(Keys::random().expect("keys"));
+        let (mut s, d) = open_service_with(&store, &keys, a.clone());
+        for line in &lines[..half] {
+            handle(&mut s, &d, &admin, line);
+        }
+        d.writer.shutdown();
+        let (mut s, d) = open_service_with(&store, &keys, b.clone());
+        assert_eq!(s.engine().current_index(), 1);
+        let mut decisions = 0;
+        for (i, line) in lines[half..].iter().enumerate() {
+            let got = handle(&mut s, &d, &admin, line);
+            decisions += usize::from(got.contains("\"decision\""));
+            assert_eq!(got, want[i], "event {}", half + i);
+        }
+        assert!(decisions > 100, "{decisions}");
     }
 
     /// A retry after a restart answers as before, even though the request

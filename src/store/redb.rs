@@ -208,20 +208,7 @@ impl Store for RedbStore {
     }
 
     fn scan(&self, table: Table) -> Result<Entries, StoreError> {
-        use ::redb::ReadableTable;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| self.read_error(table, e))?;
-        let t = txn
-            .open_table(definition(table))
-            .map_err(|e| self.read_error(table, e))?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(|e| self.read_error(table, e))? {
-            let (k, v) = item.map_err(|e| self.read_error(table, e))?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.scan_from(table, None, usize::MAX)
     }
 
     fn scan_from(
