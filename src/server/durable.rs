@@ -57,7 +57,7 @@ pub fn open(backing: &Backing) -> Result<Arc<dyn Store>, String> {
         Backing::Memory => Ok(Arc::new(MemoryStore::new())),
         Backing::Redb(path) => {
             if let Some(dir) = path.parent() {
-                create_private_dir(dir)?;
+                crate::store::backup::create_private_dir(dir)?;
             }
             create_private_file(path)?;
             let store = RedbStore::open(path).map_err(|e| e.to_string())?;
@@ -81,18 +81,6 @@ fn create_private_file(path: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(format!("cannot create the store {}: {e}", path.display())),
     }
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.as_os_str().is_empty() || dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))
 }
 
 /// The rulesets `store` keeps, in index order, compiled.
@@ -212,6 +200,43 @@ mod tests {
     use crate::tls::{Peer, Role};
     use crate::transport::service::{Prepared, Service};
 
+    /// A generated trace of `events` events over `subscribers`, and replay's
+    /// decision lines for it.
+    fn replayed(seed: u64, subscribers: u32, events: u64) -> (Vec<u8>, Vec<String>) {
+        let cfg = crate::traffic::Config {
+            seed,
+            subscribers,
+            ..crate::traffic::Config::default()
+        };
+        let mut input = Vec::new();
+        crate::traffic::write(&cfg, events, &mut input).expect("in memory");
+        let mut engine = Engine::new(Arc::new(CompiledRules::default_rules()));
+        let mut out = Vec::new();
+        crate::replay::run(&mut engine, &input[..], &mut out).expect("in memory");
+        let want = String::from_utf8(out)
+            .expect("UTF-8")
+            .lines()
+            .filter(|l| l.contains("\"decision\""))
+            .map(str::to_string)
+            .collect();
+        (input, want)
+    }
+
+    fn memory_store() -> Arc<dyn Store> {
+        Arc::new(MemoryStore::new())
+    }
+
+    fn random_keys() -> Arc<Keys> {
+        Arc::new(Keys::random().expect("keys"))
+    }
+
+    fn admin() -> Peer {
+        Peer {
+            name: "ops".into(),
+            role: Role::Admin,
+        }
+    }
+
     /// A service over `store`, as `serve` opens one: a fresh engine, the
     /// store's state put back, the default rules.
     fn open_service(store: &Arc<dyn Store>, keys: &Arc<Keys>) -> (Service, Durable) {
@@ -309,28 +334,8 @@ mod tests {
     /// replay decides it, in one process that never forgets.
     #[test]
     fn restarts_from_the_store_change_no_decision() {
-        let cfg = crate::traffic::Config {
-            seed: 11,
-            subscribers: 300,
-            ..crate::traffic::Config::default()
-        };
-        let mut input = Vec::new();
-        crate::traffic::write(&cfg, 6_000, &mut input).expect("in memory");
-        let mut engine = Engine::new(Arc::new(CompiledRules::default_rules()));
-        let mut replayed = Vec::new();
-        crate::replay::run(&mut engine, &input[..], &mut replayed).expect("in memory");
-        let replayed = String::from_utf8(replayed).expect("UTF-8");
-        let want: Vec<&str> = replayed
-            .lines()
-            .filter(|l| l.contains("\"decision\""))
-            .collect();
-
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let keys = Arc::new(Keys::random().expect("keys"));
-        let admin = Peer {
-            name: "ops".into(),
-            role: Role::Admin,
-        };
+        let (input, want) = replayed(11, 300, 6_000);
+        let (store, keys, admin) = (memory_store(), random_keys(), admin());
         let (mut s, mut d) = open_service(&store, &keys);
         let mut got = Vec::new();
         let (mut restarts, mut holds_restored) = (0, 0);
@@ -362,28 +367,8 @@ mod tests {
     /// decides a generated trace exactly as replay does.
     #[test]
     fn a_small_cache_changes_no_decision() {
-        let cfg = crate::traffic::Config {
-            seed: 12,
-            subscribers: 400,
-            ..crate::traffic::Config::default()
-        };
-        let mut input = Vec::new();
-        crate::traffic::write(&cfg, 5_000, &mut input).expect("in memory");
-        let mut engine = Engine::new(Arc::new(CompiledRules::default_rules()));
-        let mut replayed = Vec::new();
-        crate::replay::run(&mut engine, &input[..], &mut replayed).expect("in memory");
-        let replayed = String::from_utf8(replayed).expect("UTF-8");
-        let want: Vec<&str> = replayed
-            .lines()
-            .filter(|l| l.contains("\"decision\""))
-            .collect();
-
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let keys = Arc::new(Keys::random().expect("keys"));
-        let admin = Peer {
-            name: "ops".into(),
-            role: Role::Admin,
-        };
+        let (input, want) = replayed(12, 400, 5_000);
+        let (store, keys, admin) = (memory_store(), random_keys(), admin());
         let (mut s, d) = open_service(&store, &keys);
         let bytes_max = 32 << 10;
         let mut cache = crate::server::cache::EntityCache::new(bytes_max);

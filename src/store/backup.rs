@@ -205,14 +205,15 @@ fn restore(data: &Path, from: &Path) -> Result<Written, String> {
     Ok(written)
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), String> {
+/// Creates a data directory (and its parents), mode 0700, if missing.
+pub fn create_private_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))
 }
