@@ -484,6 +484,28 @@ fn serve_says_where_its_keys_come_from() {
     );
 }
 
+/// `serve` flags for a free port on loopback over `data`, with `keys` if
+/// given (else the development keys in the TLS directory).
+fn serve_args(tls_dir: &Path, data: &Path, keys: Option<&Path>) -> Vec<String> {
+    let path = |p: &Path| p.to_str().expect("UTF-8").to_string();
+    let mut args = vec![
+        "--quic".to_string(),
+        "127.0.0.1:0".into(),
+        "--data".into(),
+        path(data),
+        "--tls-dir".into(),
+        path(tls_dir),
+    ];
+    if let Some(k) = keys {
+        args.extend(["--keys".to_string(), path(k)]);
+    }
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// A swap on a fixed line, for the restart test.
 fn swap_on_line(id: usize) -> String {
     format!(
@@ -501,14 +523,8 @@ fn serve_keeps_state_across_restarts() {
     let tls_dir = pki("restart");
     portcullis::keys::write_dev_keys(&tls_dir).expect("development keys");
     let data = tls_dir.with_file_name("data");
-    let args = [
-        "--quic",
-        "127.0.0.1:0",
-        "--data",
-        data.to_str().expect("UTF-8"),
-        "--tls-dir",
-        tls_dir.to_str().expect("UTF-8"),
-    ];
+    let args = serve_args(&tls_dir, &data, None);
+    let args = strs(&args);
     let mut s = Serving::start(&args);
     let addr = s.addr();
     let (first, held) = rt().block_on(async {
@@ -605,14 +621,8 @@ fn sigkill_under_load_loses_no_acknowledged_answer() {
     let tls_dir = pki("crash");
     portcullis::keys::write_dev_keys(&tls_dir).expect("development keys");
     let data = tls_dir.with_file_name("data");
-    let args = [
-        "--quic",
-        "127.0.0.1:0",
-        "--data",
-        data.to_str().expect("UTF-8"),
-        "--tls-dir",
-        tls_dir.to_str().expect("UTF-8"),
-    ];
+    let args = serve_args(&tls_dir, &data, None);
+    let args = strs(&args);
     // Every acknowledged request and its answer, and the lines whose swap
     // was allowed.
     let acked: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
@@ -823,16 +833,8 @@ fn a_sealing_key_rotation_keeps_every_record_reachable() {
     let keys = tls_dir.with_file_name("keys");
     portcullis::keys::write_dev_keys(&keys).expect("keys");
     let data = tls_dir.with_file_name("data");
-    let args = [
-        "--quic",
-        "127.0.0.1:0",
-        "--data",
-        data.to_str().expect("UTF-8"),
-        "--tls-dir",
-        tls_dir.to_str().expect("UTF-8"),
-        "--keys",
-        keys.to_str().expect("UTF-8"),
-    ];
+    let args = serve_args(&tls_dir, &data, Some(&keys));
+    let args = strs(&args);
     let mut s = Serving::start(&args);
     let addr = s.addr();
     let first = rt().block_on(async {
@@ -880,19 +882,8 @@ fn a_backup_under_load_restores_to_the_same_answers() {
     let tls_dir = pki("backup");
     portcullis::keys::write_dev_keys(&tls_dir).expect("development keys");
     let data = tls_dir.with_file_name("data");
-    let tls = tls_dir.to_str().expect("UTF-8").to_string();
-    let serve_args = |data: &Path| {
-        vec![
-            "--quic".to_string(),
-            "127.0.0.1:0".into(),
-            "--data".into(),
-            data.to_str().expect("UTF-8").into(),
-            "--tls-dir".into(),
-            tls.clone(),
-        ]
-    };
-    let args = serve_args(&data);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = serve_args(&tls_dir, &data, None);
+    let args = strs(&args);
     let mut s = Serving::start(&args);
     let addr = s.addr();
     let file = tls_dir.with_file_name("backup.redb");
@@ -968,8 +959,8 @@ fn a_backup_under_load_restores_to_the_same_answers() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("move it aside"));
 
-    let args = serve_args(&restored);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = serve_args(&tls_dir, &restored, None);
+    let args = strs(&args);
     let mut s = Serving::start(&args);
     let addr = s.addr();
     rt().block_on(async {
@@ -1016,16 +1007,8 @@ fn a_pseudonym_key_migration_keeps_every_record_reachable() {
     let keys_dir = tls_dir.with_file_name("keys");
     portcullis::keys::write_dev_keys(&keys_dir).expect("keys");
     let data = tls_dir.with_file_name("data");
-    let args = [
-        "--quic",
-        "127.0.0.1:0",
-        "--data",
-        data.to_str().expect("UTF-8"),
-        "--tls-dir",
-        tls_dir.to_str().expect("UTF-8"),
-        "--keys",
-        keys_dir.to_str().expect("UTF-8"),
-    ];
+    let args = serve_args(&tls_dir, &data, Some(&keys_dir));
+    let args = strs(&args);
     let mut s = Serving::start(&args);
     let addr = s.addr();
     let first = rt().block_on(async {
