@@ -144,38 +144,16 @@ impl Batch {
 
     /// Put `value` under `key` in `table`.
     pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        let (key, value) = (key.into(), value.into());
-        self.bytes += key.len() + value.len();
-        self.changes.push(Change {
-            table,
-            key,
-            value: Some(value),
-            when: When::Always,
-        });
+        self.push(table, key.into(), Some(value.into()), When::Always);
     }
-
     /// Delete `key` from `table` (nothing if it is absent).
     pub fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
-        let key = key.into();
-        self.bytes += key.len();
-        self.changes.push(Change {
-            table,
-            key,
-            value: None,
-            when: When::Always,
-        });
+        self.push(table, key.into(), None, When::Always);
     }
     /// Delete `key` from `table` only if it still holds `expected` when the
     /// batch is committed.
     pub fn delete_if(&mut self, table: Table, key: impl Into<Vec<u8>>, expected: Vec<u8>) {
-        let key = key.into();
-        self.bytes += key.len() + expected.len();
-        self.changes.push(Change {
-            table,
-            key,
-            value: None,
-            when: When::Holds(expected),
-        });
+        self.push(table, key.into(), None, When::Holds(expected));
     }
     /// Put `value` under `key` in `table` only if the key still holds
     /// `expected` when the batch is committed.
@@ -186,25 +164,25 @@ impl Batch {
         value: Vec<u8>,
         expected: Vec<u8>,
     ) {
-        let key = key.into();
-        self.bytes += key.len() + value.len() + expected.len();
-        self.changes.push(Change {
-            table,
-            key,
-            value: Some(value),
-            when: When::Holds(expected),
-        });
+        self.push(table, key.into(), Some(value), When::Holds(expected));
     }
     /// Put `value` under `key` in `table` only if the key holds nothing
     /// when the batch is committed.
     pub fn put_if_absent(&mut self, table: Table, key: impl Into<Vec<u8>>, value: Vec<u8>) {
-        let key = key.into();
-        self.bytes += key.len() + value.len();
+        self.push(table, key.into(), Some(value), When::Absent);
+    }
+
+    fn push(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>, when: When) {
+        let expected = match &when {
+            When::Holds(e) => e.len(),
+            _ => 0,
+        };
+        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len) + expected;
         self.changes.push(Change {
             table,
             key,
-            value: Some(value),
-            when: When::Absent,
+            value,
+            when,
         });
     }
 
