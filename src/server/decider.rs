@@ -64,7 +64,7 @@ pub enum Decided {
 /// waits for the commit.
 pub struct Durable {
     pub store: Arc<dyn Store>,
-    pub writer: Arc<GroupCommit>,
+    pub writer: GroupCommit,
     pub persist: Persist,
 }
 
@@ -92,10 +92,9 @@ pub struct Decider {
     in_progress: Arc<AtomicUsize>,
     queue_requests_max: usize,
     await_timeout_ms_max: u64,
-    /// The store (also in `Core`): read before the lock.
-    store: Option<(Arc<dyn Store>, Arc<GroupCommit>)>,
-    /// Reads what requests need from the store outside the lock.
-    reader: Option<Persist>,
+    /// The store, its writer and codecs (shared with `Core`): what a
+    /// request needs is read before the lock.
+    durable: Option<Arc<Durable>>,
     /// Entity states evicted so far (`Core::cache`): see `Core::admit`.
     evictions: Arc<AtomicU64>,
     deadline: Duration,
@@ -107,7 +106,7 @@ struct Core {
     /// Evictions so far, for requests reading before the lock.
     evictions: Arc<AtomicU64>,
     service: Service,
-    durable: Option<Durable>,
+    durable: Option<Arc<Durable>>,
     /// The bound on entity states in memory, with a store.
     cache: Option<EntityCache>,
     /// Scratch: the entities one request named.
@@ -163,10 +162,7 @@ impl Decider {
         keys: Arc<Keys>,
         durable: Option<Durable>,
     ) -> Decider {
-        let store = durable
-            .as_ref()
-            .map(|d| (Arc::clone(&d.store), Arc::clone(&d.writer)));
-        let reader = durable.as_ref().map(|d| d.persist.clone());
+        let durable = durable.map(Arc::new);
         let cache = durable
             .as_ref()
             .map(|_| EntityCache::new(limits.cache_bytes_max));
@@ -174,8 +170,7 @@ impl Decider {
         Decider {
             evictions: evictions.clone(),
             await_timeout_ms_max: limits.await_timeout_ms_max,
-            store,
-            reader,
+            durable: durable.clone(),
             core: Mutex::new(Core {
                 evictions,
                 service,
@@ -257,15 +252,16 @@ impl Decider {
     /// (retryable; nothing applied): without its history a request cannot
     /// be decided, and is never allowed.
     fn read(&self, prepared: &Prepared) -> Result<Option<Loaded>, Vec<u8>> {
-        let (Some((store, writer)), Some(reader)) = (&self.store, &self.reader) else {
+        let Some(d) = &self.durable else {
             return Ok(None);
         };
-        if writer.is_failed() {
+        if d.writer.is_failed() {
             return Err(store_failed());
         }
+        let store = d.store.as_ref();
         let read = match prepared {
-            Prepared::Event { ev, .. } => reader.read(store.as_ref(), Some(ev), None),
-            Prepared::Await { scoped, .. } => reader.read(store.as_ref(), None, Some(scoped)),
+            Prepared::Event { ev, .. } => d.persist.read(store, Some(ev), None),
+            Prepared::Await { scoped, .. } => d.persist.read(store, None, Some(scoped)),
             Prepared::Answered => return Ok(None),
         };
         read.map(Some).map_err(|e| {
@@ -312,7 +308,7 @@ impl Decider {
         records_kept_days: u32,
     ) -> Result<u64, String> {
         use crate::store::retention::{SWEEP_PAGE_RECORDS, cutoff, sweep_page};
-        let Some((store, writer)) = &self.store else {
+        let Some(Durable { store, writer, .. }) = self.durable.as_deref() else {
             return Ok(0);
         };
         let cut = cutoff(now.unix_secs(), records_kept_days);
@@ -337,7 +333,12 @@ impl Decider {
     /// Puts the alerts the store keeps back in the operator's list, and
     /// numbers the next after them (at start).
     pub fn restore_alerts(&self) -> Result<usize, String> {
-        let (Some((store, _)), Some(reader)) = (&self.store, &self.reader) else {
+        let Some(Durable {
+            store,
+            persist: reader,
+            ..
+        }) = self.durable.as_deref()
+        else {
             return Ok(0);
         };
         let kept = reader.alerts(store.as_ref()).map_err(|e| e.to_string())?;
@@ -352,7 +353,9 @@ impl Decider {
     /// Whether a pseudonym-key migration runs (the previous master is
     /// loaded).
     pub fn migrating(&self) -> bool {
-        self.reader.as_ref().is_some_and(|r| r.keys().migrating())
+        self.durable
+            .as_ref()
+            .is_some_and(|d| d.persist.keys().migrating())
     }
 
     /// Moves every entity state and list value still under a key of the
@@ -360,7 +363,12 @@ impl Decider {
     /// writer. Blocks: run it off the runtime. Returns how many moved.
     pub fn rekey(&self) -> Result<usize, String> {
         use crate::store::Table;
-        let (Some((store, writer)), Some(reader)) = (&self.store, &self.reader) else {
+        let Some(Durable {
+            store,
+            writer,
+            persist: reader,
+        }) = self.durable.as_deref()
+        else {
             return Ok(0);
         };
         let mut moved = 0;
@@ -400,7 +408,12 @@ impl Decider {
     pub fn prune_store(&self) -> Result<usize, String> {
         use crate::engine::Engine;
         use crate::store::Table;
-        let (Some((store, writer)), Some(reader)) = (&self.store, &self.reader) else {
+        let Some(Durable {
+            store,
+            writer,
+            persist: reader,
+        }) = self.durable.as_deref()
+        else {
             return Ok(0);
         };
         let mut after: Option<Vec<u8>> = None;
@@ -462,12 +475,12 @@ impl Decider {
 
     /// The store behind the engine, if any.
     pub fn store(&self) -> Option<Arc<dyn Store>> {
-        self.store.as_ref().map(|(s, _)| Arc::clone(s))
+        self.durable.as_ref().map(|d| Arc::clone(&d.store))
     }
 
     /// Whether the store failed: every request is answered `unavailable`.
     pub fn store_failed(&self) -> bool {
-        self.store.as_ref().is_some_and(|(_, w)| w.is_failed())
+        self.durable.as_ref().is_some_and(|d| d.writer.is_failed())
     }
 
     /// Shutting down: answers every waiting `await` now with its current
@@ -547,36 +560,9 @@ impl Core {
         let Some(d) = &self.durable else {
             return Ok(());
         };
-        let engine = self.service.engine_mut();
         let evicted = self.cache.as_ref().map_or(0, EntityCache::evicted);
-        let mut result = Ok(());
-        if evicted != epoch {
-            let stale: Vec<_> = loaded
-                .entity_ids()
-                .filter(|id| !engine.is_resident(id))
-                .cloned()
-                .collect();
-            loaded.forget_entities(&stale);
-            result = d.persist.read_entities(d.store.as_ref(), stale, loaded);
-        }
-        let mut result = result.and_then(|()| d.persist.admit(engine, loaded));
-        if result.is_ok()
-            && let Prepared::Event { ev, .. } = prepared
-            && ev.kind == Kind::Verification
-        {
-            let missing: Vec<_> = engine
-                .missing(ev)
-                .into_iter()
-                .filter(|id| !loaded.has(id))
-                .collect();
-            if !missing.is_empty() {
-                result = d
-                    .persist
-                    .read_entities(d.store.as_ref(), missing, loaded)
-                    .and_then(|()| d.persist.admit(engine, loaded));
-            }
-        }
-        result.map_err(|e| {
+        let engine = self.service.engine_mut();
+        admit_loaded(d, engine, prepared, loaded, evicted != epoch).map_err(|e| {
             tracing::error!(error = %e, "store state unreadable: the request is refused");
             refusal(
                 WireCode::Unavailable,
@@ -733,6 +719,43 @@ impl Core {
         }
     }
 }
+/// [`Core::admit`]'s reads: the entities not in memory read again when
+/// `stale`, what was read put in place, then what a verification's held
+/// request names read and put in place too.
+fn admit_loaded(
+    d: &Durable,
+    engine: &mut Engine,
+    prepared: &Prepared,
+    loaded: &mut Loaded,
+    stale: bool,
+) -> Result<(), crate::store::PersistError> {
+    let store = d.store.as_ref();
+    if stale {
+        let ids: Vec<_> = loaded
+            .entity_ids()
+            .filter(|id| !engine.is_resident(id))
+            .cloned()
+            .collect();
+        loaded.forget_entities(&ids);
+        d.persist.read_entities(store, ids, loaded)?;
+    }
+    d.persist.admit(engine, loaded)?;
+    if let Prepared::Event { ev, .. } = prepared
+        && ev.kind == Kind::Verification
+    {
+        let missing: Vec<_> = engine
+            .missing(ev)
+            .into_iter()
+            .filter(|id| !loaded.has(id))
+            .collect();
+        if !missing.is_empty() {
+            d.persist.read_entities(store, missing, loaded)?;
+            d.persist.admit(engine, loaded)?;
+        }
+    }
+    Ok(())
+}
+
 /// The `await`s waiting on holds, by the hold's scoped id, with a heap of
 /// their deadlines. An entry of the heap whose await was already answered
 /// is skipped when it comes up.

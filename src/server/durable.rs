@@ -180,7 +180,7 @@ pub fn start(
         store.commit(&batches).map_err(|e| e.to_string())?;
     }
     engine.track_changes();
-    let writer = Arc::new(GroupCommit::start(store.clone(), WriterLimits::default()));
+    let writer = GroupCommit::start(store.clone(), WriterLimits::default());
     Ok((
         Durable {
             store,

@@ -274,22 +274,17 @@ pub trait Store: Send + Sync {
     /// Every key and value of `table`, in key order, from one snapshot: for
     /// the tables read whole at start (holds, lists, rulesets, meta), which
     /// are bounded.
-    fn scan(&self, table: Table) -> Result<Entries, StoreError>;
+    fn scan(&self, table: Table) -> Result<Entries, StoreError> {
+        self.scan_from(table, None, usize::MAX)
+    }
     /// Up to `limit` entries of `table` with keys after `after` (from the
-    /// first when `None`), in key order: a sweep's page.
+    /// first when `None`), in key order, from one snapshot: a sweep's page.
     fn scan_from(
         &self,
         table: Table,
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Entries, StoreError> {
-        Ok(self
-            .scan(table)?
-            .into_iter()
-            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
-            .take(limit)
-            .collect())
-    }
+    ) -> Result<Entries, StoreError>;
     /// Every entry of every table, read from one snapshot, to `sink`: a
     /// backup. The default reads table by table, which is one snapshot
     /// only for a store nothing writes meanwhile; the backends override it.
@@ -344,13 +339,6 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn scan(&self, table: Table) -> Result<Entries, StoreError> {
-        let tables = self.tables.lock().map_err(|_| MemoryStore::poisoned())?;
-        Ok(tables[table.index()]
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
     fn scan_from(
         &self,
         table: Table,

@@ -207,10 +207,6 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn scan(&self, table: Table) -> Result<Entries, StoreError> {
-        self.scan_from(table, None, usize::MAX)
-    }
-
     fn scan_from(
         &self,
         table: Table,

@@ -153,6 +153,17 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(limits: WriterLimits) -> Shared {
+        Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            failed: AtomicBool::new(false),
+            transactions: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            limits,
+        }
+    }
+
     /// The queue, even if a panic poisoned its lock: every update to it is
     /// a single push, pop or flag, so it is consistent whenever unlocked.
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -192,14 +203,7 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the writer thread over `store`.
     pub fn start(store: Arc<dyn Store>, limits: WriterLimits) -> GroupCommit {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-            failed: AtomicBool::new(false),
-            transactions: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            limits,
-        });
+        let shared = Arc::new(Shared::new(limits));
         let writer = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -290,14 +294,17 @@ fn run(shared: &Shared, store: &dyn Store) {
         // A group of empty batches (answers that changed nothing, waiting
         // only for what was submitted before them, which earlier groups
         // committed) needs no transaction.
-        let committed = if batches.iter().all(Batch::is_empty) {
-            Ok(())
-        } else {
+        let needs_transaction = !batches.iter().all(Batch::is_empty);
+        let committed = if needs_transaction {
             store.commit(&batches)
+        } else {
+            Ok(())
         };
         match committed {
             Ok(()) => {
-                shared.transactions.fetch_add(1, Ordering::SeqCst);
+                if needs_transaction {
+                    shared.transactions.fetch_add(1, Ordering::SeqCst);
+                }
                 shared
                     .batches
                     .fetch_add(batches.len() as u64, Ordering::SeqCst);
@@ -382,8 +389,13 @@ mod tests {
         fn get_many(&self, k: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
             self.inner.get_many(k)
         }
-        fn scan(&self, t: Table) -> Result<Entries, StoreError> {
-            self.inner.scan(t)
+        fn scan_from(
+            &self,
+            t: Table,
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Entries, StoreError> {
+            self.inner.scan_from(t, after, limit)
         }
         fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
             if self.commits.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_at {
@@ -426,14 +438,7 @@ mod tests {
             batches_max: 2,
             queue_batches_max: 100,
         };
-        let shared = Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-            failed: AtomicBool::new(false),
-            transactions: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            limits,
-        };
+        let shared = Shared::new(limits);
         let mut rxs = Vec::new();
         for n in 0..5 {
             let (tx, rx) = oneshot::channel();
@@ -465,7 +470,12 @@ mod tests {
             fn get_many(&self, k: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
                 Ok(vec![None; k.len()])
             }
-            fn scan(&self, _: Table) -> Result<Entries, StoreError> {
+            fn scan_from(
+                &self,
+                _: Table,
+                _: Option<&[u8]>,
+                _: usize,
+            ) -> Result<Entries, StoreError> {
                 Ok(Vec::new())
             }
             fn commit(&self, _: &[Batch]) -> Result<(), StoreError> {

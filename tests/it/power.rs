@@ -10,7 +10,6 @@ use portcullis::store::{Batch, GroupCommit, RedbStore, Store, Table, Unavailable
 use portcullis::traffic::Rng;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 const SUBMITTERS: u64 = 16;
 
@@ -191,7 +190,6 @@ fn a_failed_sync_or_write_acknowledges_nothing_after() {
         disk.set_fault(Fault::None);
         // Latched: a healthy disk again changes nothing until a restart.
         assert!(writer.submit(batch(41)).is_err(), "{fault:?}");
-        std::thread::sleep(Duration::from_millis(10));
         let lost = lost_after(disk.power_loss(None), &acked, 42);
         assert!(lost.is_empty(), "{fault:?}: lost {lost:?}");
     }

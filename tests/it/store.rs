@@ -105,8 +105,13 @@ impl Store for Slow {
     fn get_many(&self, k: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         self.inner.get_many(k)
     }
-    fn scan(&self, t: Table) -> Result<Entries, StoreError> {
-        self.inner.scan(t)
+    fn scan_from(
+        &self,
+        t: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.inner.scan_from(t, after, limit)
     }
     fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
         std::thread::sleep(self.pause);
