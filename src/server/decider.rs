@@ -312,22 +312,13 @@ impl Decider {
             return Ok(0);
         };
         let cut = cutoff(now.unix_secs(), records_kept_days);
-        let mut after: Option<Vec<u8>> = None;
-        let mut deleted = 0;
-        loop {
-            let (batch, next) =
-                sweep_page(store.as_ref(), after.as_deref(), SWEEP_PAGE_RECORDS, cut)
-                    .map_err(|e| e.to_string())?;
-            if !batch.is_empty() {
-                deleted += batch.len() as u64;
-                let ticket = writer.submit(batch).map_err(|e| e.to_string())?;
-                ticket.wait().map_err(|e| e.to_string())?;
-            }
-            match next {
-                Some(n) => after = Some(n),
-                None => return Ok(deleted),
-            }
-        }
+        let deleted = walk_pages(writer, |after| {
+            let (batch, next) = sweep_page(store.as_ref(), after, SWEEP_PAGE_RECORDS, cut)
+                .map_err(|e| e.to_string())?;
+            let n = batch.len();
+            Ok((batch, next, n))
+        })?;
+        Ok(deleted as u64)
     }
 
     /// Puts the alerts the store keeps back in the operator's list, and
@@ -373,21 +364,11 @@ impl Decider {
         };
         let mut moved = 0;
         for table in [Table::Entities, Table::Lists] {
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let (batch, next, n) = reader
-                    .rekey_page(store.as_ref(), table, after.as_deref(), REKEY_PAGE)
-                    .map_err(|e| e.to_string())?;
-                if !batch.is_empty() {
-                    moved += n;
-                    let ticket = writer.submit(batch).map_err(|e| e.to_string())?;
-                    ticket.wait().map_err(|e| e.to_string())?;
-                }
-                match next {
-                    Some(k) => after = Some(k),
-                    None => break,
-                }
-            }
+            moved += walk_pages(writer, |after| {
+                reader
+                    .rekey_page(store.as_ref(), table, after, REKEY_PAGE)
+                    .map_err(|e| e.to_string())
+            })?;
         }
         Ok(moved)
     }
@@ -406,7 +387,6 @@ impl Decider {
     /// written back through the writer only if nothing rewrote it since.
     /// Blocks: run it off the runtime. Returns how many states changed.
     pub fn prune_store(&self) -> Result<usize, String> {
-        use crate::engine::Engine;
         use crate::store::Table;
         let Some(Durable {
             store,
@@ -416,15 +396,11 @@ impl Decider {
         else {
             return Ok(0);
         };
-        let mut after: Option<Vec<u8>> = None;
-        let mut changed = 0;
-        loop {
+        walk_pages(writer, |after| {
             let page = store
-                .scan_from(Table::Entities, after.as_deref(), PRUNE_PAGE)
+                .scan_from(Table::Entities, after, PRUNE_PAGE)
                 .map_err(|e| e.to_string())?;
-            let next = (page.len() == PRUNE_PAGE)
-                .then(|| page.last().map(|(k, _)| k.clone()))
-                .flatten();
+            let next = crate::store::next_page(&page, PRUNE_PAGE);
             let mut opened = Vec::with_capacity(page.len());
             for (key, sealed) in page {
                 let plain = reader
@@ -432,45 +408,43 @@ impl Decider {
                     .map_err(|e| e.to_string())?;
                 opened.push((key, sealed, plain));
             }
-            let mut pruned = Vec::new();
-            {
-                let Ok(mut core) = self.core.lock() else {
-                    return Err("the decision engine failed".into());
-                };
-                let now = core.clock.now();
-                let engine = core.service.engine_mut();
-                for (key, sealed, plain) in opened {
-                    let id = Engine::entity_of(&plain).map_err(|e| e.to_string())?;
-                    if engine.is_resident(&id) {
-                        continue;
-                    }
-                    if let Some(new) = engine
-                        .prune_encoded(&plain, now)
-                        .map_err(|e| e.to_string())?
-                    {
-                        pruned.push((key, sealed, new));
-                    }
-                }
-            }
+            let pruned = self.prune_opened(opened)?;
             let mut batch = crate::store::Batch::new();
-            for (key, sealed, new) in pruned {
+            for (key, sealed, new) in &pruned {
                 if new.is_empty() {
-                    batch.delete_if(Table::Entities, key, sealed);
+                    batch.delete_if(Table::Entities, key.clone(), sealed.clone());
                 } else {
-                    let resealed = reader.seal_entity(&key, &new).map_err(|e| e.to_string())?;
-                    batch.put_if(Table::Entities, key, resealed, sealed);
+                    let resealed = reader.seal_entity(key, new).map_err(|e| e.to_string())?;
+                    batch.put_if(Table::Entities, key.clone(), resealed, sealed.clone());
                 }
-                changed += 1;
             }
-            if !batch.is_empty() {
-                let ticket = writer.submit(batch).map_err(|e| e.to_string())?;
-                ticket.wait().map_err(|e| e.to_string())?;
+            Ok((batch, next, pruned.len()))
+        })
+    }
+
+    /// Under the lock: the opened states (key, sealed value, plain) not in
+    /// memory, pruned by the current rules, those that changed with their
+    /// new encoding (empty: delete).
+    fn prune_opened(&self, opened: Vec<StoredState>) -> Result<Vec<StoredState>, String> {
+        let Ok(mut core) = self.core.lock() else {
+            return Err("the decision engine failed".into());
+        };
+        let now = core.clock.now();
+        let engine = core.service.engine_mut();
+        let mut pruned = Vec::new();
+        for (key, sealed, plain) in opened {
+            let id = Engine::entity_of(&plain).map_err(|e| e.to_string())?;
+            if engine.is_resident(&id) {
+                continue;
             }
-            match next {
-                Some(k) => after = Some(k),
-                None => return Ok(changed),
+            if let Some(new) = engine
+                .prune_encoded(&plain, now)
+                .map_err(|e| e.to_string())?
+            {
+                pruned.push((key, sealed, new));
             }
         }
+        Ok(pruned)
     }
 
     /// The store behind the engine, if any.
@@ -719,6 +693,34 @@ impl Core {
         }
     }
 }
+/// A stored entity state: its key, its sealed value, and a plain encoding
+/// (as read, or as it is to become).
+type StoredState = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// Walks a table page by page: `page(after)` reads the page after `after`
+/// and makes its batch, giving where the next page starts and a count;
+/// each non-empty batch goes through the writer (one more batch in order)
+/// and is waited for before the next page. Returns the counts' sum.
+fn walk_pages(
+    writer: &GroupCommit,
+    mut page: impl FnMut(Option<&[u8]>) -> Result<(crate::store::Batch, Option<Vec<u8>>, usize), String>,
+) -> Result<usize, String> {
+    let mut after: Option<Vec<u8>> = None;
+    let mut total = 0;
+    loop {
+        let (batch, next, n) = page(after.as_deref())?;
+        total += n;
+        if !batch.is_empty() {
+            let ticket = writer.submit(batch).map_err(|e| e.to_string())?;
+            ticket.wait().map_err(|e| e.to_string())?;
+        }
+        match next {
+            Some(k) => after = Some(k),
+            None => return Ok(total),
+        }
+    }
+}
+
 /// [`Core::admit`]'s reads: the entities not in memory read again when
 /// `stale`, what was read put in place, then what a verification's held
 /// request names read and put in place too.

@@ -387,15 +387,12 @@ impl Server {
         if decider.migrating() {
             let d = decider.clone();
             tokio::spawn(async move {
-                match tokio::task::spawn_blocking(move || d.rekey()).await {
-                    Ok(Ok(n)) => tracing::info!(
+                match off_runtime(move || d.rekey()).await {
+                    Ok(n) => tracing::info!(
                         moved = n,
                         "pseudonym migration done: every entry is under the new key; {} may be removed",
                         crate::keys::PREVIOUS_PSEUDONYM_FILE
                     ),
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "pseudonym migration stopped; it resumes at the next start")
-                    }
                     Err(e) => {
                         tracing::error!(error = %e, "pseudonym migration stopped; it resumes at the next start")
                     }
@@ -464,9 +461,7 @@ impl Server {
     pub async fn sweep_records(&self) -> Result<u64, String> {
         let (decider, clock) = (self.decider.clone(), self.clock.clone());
         let days = self.config.limits.records_kept_days;
-        tokio::task::spawn_blocking(move || decider.sweep_records(clock.now(), days))
-            .await
-            .map_err(|e| e.to_string())?
+        off_runtime(move || decider.sweep_records(clock.now(), days)).await
     }
 
     /// Prunes windowed history past its window now, in memory and in the
@@ -474,12 +469,11 @@ impl Server {
     /// stored states changed.
     pub async fn prune(&self) -> Result<usize, String> {
         let d = self.decider.clone();
-        tokio::task::spawn_blocking(move || {
+        off_runtime(move || {
             d.prune_memory_part(0, 1);
             d.prune_store()
         })
         .await
-        .map_err(|e| e.to_string())?
     }
 
     /// Whether the store failed a commit (or a change could not be queued):
@@ -679,13 +673,22 @@ async fn prune_in_background(decider: Arc<Decider>, mut shutdown: watch::Receive
         part = (part + 1) % PRUNE_PARTS;
         if part == 0 && decider.store().is_some() {
             let d = decider.clone();
-            match tokio::task::spawn_blocking(move || d.prune_store()).await {
-                Ok(Ok(n)) => tracing::info!(states = n, "stored history past its windows pruned"),
-                Ok(Err(e)) => tracing::error!(error = %e, "pruning the store failed"),
+            match off_runtime(move || d.prune_store()).await {
+                Ok(n) => tracing::info!(states = n, "stored history past its windows pruned"),
                 Err(e) => tracing::error!(error = %e, "pruning the store failed"),
             }
         }
     }
+}
+
+/// Runs blocking store work (a sweep, a walk) on tokio's blocking pool; a
+/// panic in it is an error like any other.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("the background task failed: {e}"))?
 }
 
 /// How often the record-keeping sweep runs.
@@ -704,12 +707,11 @@ async fn sweep_records_hourly(
             _ = shutdown.wait_for(|down| *down) => return,
         }
         let (d, now) = (decider.clone(), clock.now());
-        match tokio::task::spawn_blocking(move || d.sweep_records(now, days)).await {
-            Ok(Ok(n)) => tracing::info!(
+        match off_runtime(move || d.sweep_records(now, days)).await {
+            Ok(n) => tracing::info!(
                 deleted = n,
                 "decision records past the record-keeping period deleted"
             ),
-            Ok(Err(e)) => tracing::error!(error = %e, "the record-keeping sweep failed"),
             Err(e) => tracing::error!(error = %e, "the record-keeping sweep failed"),
         }
     }

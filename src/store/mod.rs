@@ -255,6 +255,15 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// Where the page after `page` starts, a page read with [`Store::scan_from`]
+/// asking for `limit` entries: after its last key, or `None` when it came
+/// short (the table is done).
+pub fn next_page(page: &Entries, limit: usize) -> Option<Vec<u8>> {
+    (page.len() == limit)
+        .then(|| page.last().map(|(k, _)| k.clone()))
+        .flatten()
+}
+
 /// Where [`Store::export`] sends each entry.
 pub type ExportSink<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<(), StoreError> + 'a;
 

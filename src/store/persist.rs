@@ -204,14 +204,20 @@ impl Persist {
             };
             loaded.entities.push((id, p, plain));
         }
-        self.read_previous(store, &mut loaded)?;
+        self.read_previous(store, &mut loaded, 0)?;
         Ok(loaded)
     }
 
-    /// While a pseudonym migration runs: reads the entities not found
-    /// under the new key under the previous one (one more snapshot; what
-    /// the background re-key has not moved yet).
-    fn read_previous(&self, store: &dyn Store, loaded: &mut Loaded) -> Result<(), PersistError> {
+    /// While a pseudonym migration runs: reads the entities from the
+    /// `from`-th on that were not found under the new key under the
+    /// previous one (one more snapshot; what the background re-key has not
+    /// moved yet).
+    fn read_previous(
+        &self,
+        store: &dyn Store,
+        loaded: &mut Loaded,
+        from: usize,
+    ) -> Result<(), PersistError> {
         if !self.keys.migrating() {
             return Ok(());
         }
@@ -219,6 +225,7 @@ impl Persist {
             .entities
             .iter()
             .enumerate()
+            .skip(from)
             .filter(|(_, (_, _, plain))| plain.is_none())
             .filter_map(|(i, (id, _, _))| {
                 let text = id.text();
@@ -268,14 +275,7 @@ impl Persist {
             loaded.entities.push((id, p, plain));
         }
         // Only the entities just read are looked for under the old key.
-        let mut tail = Loaded {
-            entities: loaded.entities.split_off(first),
-            ..Loaded::default()
-        };
-        self.read_previous(store, &mut tail)?;
-        loaded.entities.append(&mut tail.entities);
-        loaded.old_keys.append(&mut tail.old_keys);
-        Ok(())
+        self.read_previous(store, loaded, first)
     }
 
     /// Puts what was read in place in `engine` (what the engine already
@@ -387,9 +387,7 @@ impl Persist {
         limit: usize,
     ) -> Result<(Batch, Option<Vec<u8>>, usize), PersistError> {
         let page = store.scan_from(table, after, limit)?;
-        let next = (page.len() == limit)
-            .then(|| page.last().map(|(k, _)| k.clone()))
-            .flatten();
+        let next = super::next_page(&page, limit);
         let mut batch = Batch::new();
         let mut moved = 0;
         for (key, sealed) in page {

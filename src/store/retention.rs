@@ -34,9 +34,7 @@ pub fn sweep_page(
     cutoff_secs: i64,
 ) -> Result<(Batch, Option<Vec<u8>>), StoreError> {
     let page = store.scan_from(Table::Records, after, limit)?;
-    let next = (page.len() == limit)
-        .then(|| page.last().map(|(k, _)| k.clone()))
-        .flatten();
+    let next = super::next_page(&page, limit);
     let mut batch = Batch::new();
     for (key, value) in page {
         // A record that does not say when it was written is kept: the
