@@ -1054,6 +1054,18 @@ impl State {
         }
     }
 
+    /// The request pending on hold under `id`, with its key. The key
+    /// locates the hold; the held request's own id confirms it.
+    fn held(&self, id: &str) -> Option<(IdKey, Event)> {
+        let key = IdKey::of(id, self.id_secret.as_ref());
+        let held = self
+            .holds
+            .get(&key)
+            .and_then(|h| Event::from_canonical(&h.canonical))
+            .filter(|h| h.id.as_deref() == Some(id))?;
+        Some((key, held))
+    }
+
     /// Resolves the held request a verification names.
     fn verify(
         &mut self,
@@ -1071,14 +1083,7 @@ impl State {
             e
         };
         let r = ev.reference.as_deref().ok_or_else(unknown)?;
-        let key = IdKey::of(r, self.id_secret.as_ref());
-        // The key locates the hold; the held request's own id confirms it.
-        let held = self
-            .holds
-            .get(&key)
-            .and_then(|h| Event::from_canonical(&h.canonical))
-            .filter(|h| h.id.as_deref() == Some(r))
-            .ok_or_else(unknown)?;
+        let (key, held) = self.held(r).ok_or_else(unknown)?;
         debug_assert!(self.holds.contains_key(&key));
         self.holds.remove(&key);
         let pass = ev.result == Some(VerifyResult::Pass);

@@ -320,22 +320,12 @@ impl Engine {
     pub fn missing(&self, ev: &Event) -> Vec<EntityId> {
         let mut ids = EntityId::all_of(ev);
         if ev.kind == Kind::Verification
-            && let Some(held) = ev.reference.as_deref().and_then(|r| self.held(r))
+            && let Some((_, held)) = ev.reference.as_deref().and_then(|r| self.state.held(r))
         {
             ids.extend(EntityId::all_of(&held));
         }
         ids.retain(|id| !self.is_resident(id));
         ids
-    }
-
-    /// The request on hold under `id`, if one is pending.
-    fn held(&self, id: &str) -> Option<Event> {
-        let key = IdKey::of(id, self.state.id_secret.as_ref());
-        self.state
-            .holds
-            .get(&key)
-            .and_then(|h| Event::from_canonical(&h.canonical))
-            .filter(|h| h.id.as_deref() == Some(id))
     }
 
     /// Puts a list value read back from the store in place (at start).

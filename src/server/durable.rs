@@ -70,23 +70,15 @@ pub fn open(backing: &Backing) -> Result<Arc<dyn Store>, String> {
 /// a new store in an empty file): what it holds is pseudonyms and sealed
 /// values, and still no one else's to read.
 fn create_private_file(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
+    match crate::tls::create_new_file(path, b"", 0o600) {
+        Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(format!("cannot create the store {}: {e}", path.display())),
     }
 }
 
 /// The rulesets `store` keeps, in index order, compiled.
-pub fn stored_rulesets(
-    store: &dyn Store,
-) -> Result<Vec<(StoredRuleset, Arc<CompiledRules>)>, String> {
+pub fn stored_rulesets(store: &dyn Store) -> Result<Vec<Arc<CompiledRules>>, String> {
     let mut out = Vec::new();
     for (i, (key, value)) in store
         .scan(Table::Rulesets)
@@ -110,7 +102,7 @@ pub fn stored_rulesets(
                     crate::rules::render_errors(&errs)
                 )
             })?;
-        out.push((stored, Arc::new(compiled)));
+        out.push(Arc::new(compiled));
     }
     Ok(out)
 }
@@ -168,7 +160,7 @@ pub fn start(
     let stored = stored_rulesets(store.as_ref())?;
     let kept = stored.len();
     if !stored.is_empty() {
-        engine.restore_rulesets(stored.into_iter().map(|(_, c)| c).collect());
+        engine.restore_rulesets(stored);
     }
     let persist = Persist::new(keys.clone(), FingerprintKey(keys.records_key()));
     let restored = persist

@@ -70,13 +70,7 @@ pub fn write_backup(store: &dyn Store, out: &Path) -> Result<Written, String> {
 }
 
 fn create_new_private(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map(drop)
+    crate::tls::create_new_file(path, b"", 0o600)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
