@@ -399,17 +399,8 @@ impl Persist {
                     self.entity_key(&d.id).0.to_vec()
                 }
                 Table::Lists => {
-                    let split = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-                    let name = String::from_utf8_lossy(&key[..split]).into_owned();
-                    let value: [u8; 16] =
-                        plain
-                            .as_slice()
-                            .try_into()
-                            .map_err(|_| PersistError::Decode {
-                                table,
-                                detail: "a value that is not 16 bytes".into(),
-                            })?;
-                    self.list_key(&name, u128::from_be_bytes(value))
+                    let (name, value) = Persist::list_entry(&key, &plain)?;
+                    self.list_key(name, value)
                 }
                 _ => continue,
             };
@@ -449,29 +440,31 @@ impl Persist {
         }
         engine.holds_admitted();
         for (key, sealed) in store.scan(Table::Lists)? {
-            let Some(split) = key.iter().position(|b| *b == 0) else {
-                return Err(PersistError::Decode {
-                    table: Table::Lists,
-                    detail: "a key without a list name".into(),
-                });
-            };
-            let name = std::str::from_utf8(&key[..split]).map_err(|_| PersistError::Decode {
-                table: Table::Lists,
-                detail: "a list name that is not UTF-8".into(),
-            })?;
             let plain = self.open(Table::Lists, &key, &sealed)?;
-            let value: [u8; 16] =
-                plain
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| PersistError::Decode {
-                        table: Table::Lists,
-                        detail: "a value that is not 16 bytes".into(),
-                    })?;
-            engine.admit_list_value(name, u128::from_be_bytes(value));
+            let (name, value) = Persist::list_entry(&key, &plain)?;
+            engine.admit_list_value(name, value);
             done.list_values += 1;
         }
         Ok(done)
+    }
+
+    /// A list value's entry, opened (`plain`): its list's name (from the
+    /// key) and the value's key in the list's set.
+    fn list_entry<'k>(key: &'k [u8], plain: &[u8]) -> Result<(&'k str, u128), PersistError> {
+        let bad = |detail: &str| PersistError::Decode {
+            table: Table::Lists,
+            detail: detail.into(),
+        };
+        let split = key
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or_else(|| bad("a key without a list name"))?;
+        let name =
+            std::str::from_utf8(&key[..split]).map_err(|_| bad("a list name that is not UTF-8"))?;
+        let value: [u8; 16] = plain
+            .try_into()
+            .map_err(|_| bad("a value that is not 16 bytes"))?;
+        Ok((name, u128::from_be_bytes(value)))
     }
 
     /// The entry an alert is kept under: its number, and its line and time
