@@ -403,6 +403,13 @@ mod tests {
         };
         let (mut s, d) = open_service(&store, &old);
         let first = handle(&mut s, &d, &pos, &swap("1"));
+        let listed = handle(
+            &mut s,
+            &d,
+            &admin(),
+            r#"{"id":"l1","kind":"list_add","list":"blocked_imei","value":"356938035643809","at":"2026-03-01T10:00:00Z"}"#,
+        );
+        assert!(listed.contains("\"ok\":true"), "{listed}");
         d.writer.shutdown();
         let line_old = old.pseudonym(IdKind::Msisdn, "+447700900001");
         let line_new = new.pseudonym(IdKind::Msisdn, "+447700900001");
@@ -438,6 +445,16 @@ mod tests {
             .rekey_page(store.as_ref(), Table::Entities, None, 1000)
             .expect("a page");
         assert_eq!(again, 0);
+        let (batch, _, moved) = d
+            .persist
+            .rekey_page(store.as_ref(), Table::Lists, None, 1000)
+            .expect("a page");
+        assert_eq!(moved, 1);
+        d.writer
+            .submit(batch)
+            .expect("queued")
+            .wait()
+            .expect("durable");
         d.writer.shutdown();
         assert!(
             store
@@ -451,8 +468,9 @@ mod tests {
                 .expect("read")
                 .is_some()
         );
-        // And the moved state still decides.
+        // And the moved state still decides, and the list value is back.
         let (mut s, d) = open_service(&store, &new);
+        assert_eq!(s.engine().history().list_len("blocked_imei"), 1);
         let third = handle(&mut s, &d, &pos, &swap("3"));
         assert!(third.contains("\"hold\""), "{third}");
         d.writer.shutdown();
