@@ -556,21 +556,26 @@ impl Core {
         };
         let engine = self.service.engine_mut();
         engine.take_changes(&mut self.changes);
-        let mut batch = d.persist.batch(engine, &self.changes, loaded);
-        for alert in self.raised.drain(..) {
-            let seq = self.next_alert;
-            self.next_alert += 1;
-            if let Ok(b) = &mut batch {
-                match d.persist.alert_entry(seq, &alert) {
-                    Ok((key, value)) => b.put(crate::store::Table::Alerts, key, value),
-                    Err(e) => batch = Err(e),
+        let (raised, next_alert) = (&mut self.raised, &mut self.next_alert);
+        let kept_max = self.alerts_kept_max as u64;
+        let batch = d
+            .persist
+            .batch(engine, &self.changes, loaded)
+            .and_then(|mut b| {
+                for alert in raised.drain(..) {
+                    let seq = *next_alert;
+                    *next_alert += 1;
+                    let (key, value) = d.persist.alert_entry(seq, &alert)?;
+                    b.put(crate::store::Table::Alerts, key, value);
+                    // The oldest beyond alerts_kept_max goes.
+                    if let Some(old) = seq.checked_sub(kept_max) {
+                        b.delete(crate::store::Table::Alerts, old.to_be_bytes().to_vec());
+                    }
                 }
-            }
-            // The oldest beyond alerts_kept_max goes.
-            if let (Ok(b), Some(old)) = (&mut batch, seq.checked_sub(self.alerts_kept_max as u64)) {
-                b.delete(crate::store::Table::Alerts, old.to_be_bytes().to_vec());
-            }
-        }
+                Ok(b)
+            });
+        // A batch that failed takes its alerts with it (the writer fails).
+        self.raised.clear();
         let ticket = match batch {
             Ok(b) => d.writer.submit(b).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
