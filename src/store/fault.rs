@@ -120,15 +120,16 @@ impl StorageBackend for DiskBackend {
         Ok(self.0.lock().live.len() as u64)
     }
 
-    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, io::Error> {
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
         let images = self.0.lock();
         let start = usize::try_from(offset).map_err(|_| eio("offset"))?;
-        let end = start.checked_add(len).ok_or_else(|| eio("length"))?;
-        images
+        let end = start.checked_add(out.len()).ok_or_else(|| eio("length"))?;
+        let bytes = images
             .live
             .get(start..end)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))?;
+        out.copy_from_slice(bytes);
+        Ok(())
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
@@ -138,7 +139,7 @@ impl StorageBackend for DiskBackend {
         Ok(())
     }
 
-    fn sync_data(&self, _eventual: bool) -> Result<(), io::Error> {
+    fn sync_data(&self) -> Result<(), io::Error> {
         let mut images = self.0.lock();
         match images.fault {
             Fault::SyncFails => return Err(eio("fsync")),

@@ -20,7 +20,7 @@
 
 use super::Entries;
 use super::{Batch, Store, StoreError, Table};
-use ::redb::{Database, Durability, TableDefinition, WriteTransaction};
+use ::redb::{Database, Durability, ReadableDatabase, TableDefinition, WriteTransaction};
 use std::path::{Path, PathBuf};
 
 /// A redb database holding one redb table per [`Table`], keys and values
@@ -103,10 +103,13 @@ impl RedbStore {
     /// error is reported through `error` (the caller's kind of failure).
     fn begin_write(
         &self,
-        error: impl FnOnce(::redb::TransactionError) -> StoreError,
+        error: impl Fn(::redb::Error) -> StoreError,
     ) -> Result<WriteTransaction, StoreError> {
-        let mut txn = self.db.begin_write().map_err(error)?;
-        txn.set_durability(Durability::Immediate);
+        let mut txn = self.db.begin_write().map_err(|e| error(e.into()))?;
+        // Refused only for a transaction that made a persistent savepoint,
+        // which the store never makes.
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| error(e.into()))?;
         txn.set_two_phase_commit(true);
         txn.set_quick_repair(true);
         Ok(txn)
