@@ -1,4 +1,4 @@
-//! [`RedbStore`]: the embedded durable store, one redb file (redb 2.6).
+//! [`RedbStore`]: the embedded durable store, one redb file (redb 4.6).
 //!
 //! Every commit is made with:
 //! - `Durability::Immediate`: `commit` returns only after the data and the
