@@ -387,7 +387,9 @@ impl Event {
                 Field::Imsi => {
                     // The key holds the length above bit 64 (see `Imsi::as_u128`).
                     let k = key(v)?;
-                    let width = usize::try_from(k >> 64).ok()?;
+                    // An IMSI has 14 or 15 digits: a wider one is damaged
+                    // (and a width past u16 would not even format).
+                    let width = usize::try_from(k >> 64).ok().filter(|w| *w <= 15)?;
                     let digits = format!("{:0width$}", k & u128::from(u64::MAX));
                     ev.imsi = Some(Imsi::parse(&digits).ok()?);
                 }
@@ -882,6 +884,27 @@ mod tests {
     fn at_is_optional_on_the_network() {
         let line = r#"{"kind":"auth_failure","account":"A"}"#;
         assert!(parse_line(line, AtRule::Optional).is_ok());
+    }
+
+    #[test]
+    fn a_canonical_imsi_wider_than_an_imsi_reads_as_nothing() {
+        // The IMSI's key keeps its width above bit 64 (`Imsi::as_u128`).
+        let form = |width: u128| {
+            let key = (width << 64) | 234_150_000_000_688;
+            let mut b = vec![Field::Kind as u8, 1, Kind::DeviceSeen as u8];
+            b.extend_from_slice(&[Field::Imsi as u8, 16]);
+            b.extend_from_slice(&key.to_le_bytes());
+            b
+        };
+        let ev = Event::from_canonical(&form(15)).expect("a 15-digit IMSI");
+        assert_eq!(
+            ev.imsi.map(|i| i.to_string()).as_deref(),
+            Some("234150000000688")
+        );
+        // 70,000 is past what `format!` can pad to.
+        for width in [16, 70_000, u128::from(u64::MAX)] {
+            assert_eq!(Event::from_canonical(&form(width)), None, "width {width}");
+        }
     }
 
     #[test]

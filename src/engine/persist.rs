@@ -27,6 +27,10 @@ pub const RECORD_BYTES: usize = 16 + 16 + 12 + 2 + 1 + 1 + 8;
 /// Where in an encoded record the time it was written is.
 pub const RECORD_AT: std::ops::Range<usize> = 48..56;
 
+/// Hold numbers a stored hold may carry, exclusive: 2^62, more holds than
+/// a service numbering one a nanosecond would reach in a century.
+pub const HOLD_SEQ_MAX: u64 = 1 << 62;
+
 /// When an encoded record was written, in seconds since the epoch.
 pub fn record_written_at(bytes: &[u8]) -> Option<i64> {
     let at: [u8; 8] = bytes.get(RECORD_AT)?.try_into().ok()?;
@@ -295,6 +299,12 @@ impl Engine {
         let mut n = [0u8; 8];
         n.copy_from_slice(&bytes[..8]);
         let seq = u64::from_be_bytes(n);
+        // The engine numbers holds from 0, one a request at most: a number
+        // it could not have reached is a damaged hold (and would overflow
+        // the numbering of the holds after it).
+        if seq >= HOLD_SEQ_MAX {
+            return Err(AdmitError::Hold("sequence number out of range"));
+        }
         let canonical: Box<[u8]> = bytes[8..].into();
         if Event::from_canonical(&canonical).is_none() {
             return Err(AdmitError::Hold("the held request does not parse"));
@@ -336,5 +346,32 @@ impl Engine {
     /// Rulesets kept (every index below this names one).
     pub fn rulesets_len(&self) -> usize {
         self.rulesets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{AtRule, parse_line};
+    use crate::rules::{CompiledRules, Limits};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_hold_numbered_past_what_the_engine_reaches_is_refused() {
+        let src = "rule swaps\n  hold verify otp_existing_contact\n  when kind is sim_swap\n";
+        let rules = CompiledRules::compile("t.rules", src, &Limits::default()).unwrap();
+        let mut engine = Engine::new(Arc::new(rules));
+        let swap = r#"{"id":"s1","kind":"sim_swap","msisdn":"+447700900123","account":"A1","iccid":"8944110000000000008"}"#;
+        let canonical = parse_line(swap, AtRule::Optional).unwrap().canonical();
+        let hold = |seq: u64| [&seq.to_be_bytes()[..], &canonical].concat();
+        for seq in [HOLD_SEQ_MAX, u64::MAX - 1, u64::MAX] {
+            assert_eq!(
+                engine.admit_hold([1; 16], &hold(seq)),
+                Err(AdmitError::Hold("sequence number out of range")),
+                "{seq}"
+            );
+        }
+        assert_eq!(engine.admit_hold([2; 16], &hold(HOLD_SEQ_MAX - 1)), Ok(()));
+        engine.holds_admitted();
     }
 }

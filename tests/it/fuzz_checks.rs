@@ -4,12 +4,17 @@
 //!
 //! Each check takes arbitrary bytes and panics when a property fails.
 
-use portcullis::contract::{AtRule, Event, parse_line};
+use portcullis::contract::{AtRule, Event, Timestamp, parse_line};
+use portcullis::engine::Engine;
+use portcullis::engine::persist::{AdmitError, record_written_at};
+use portcullis::history::persist::decode;
+use portcullis::keys::{Keys, sealed_key_id};
 use portcullis::rules::{CompiledRules, Limits};
 use portcullis::transport::frame::{
     FRAME_BYTES_MAX_LIMIT, FrameDecoder, FrameError, LENGTH_BYTES, split_frame,
 };
 use portcullis::transport::wire::{Request, parse_request};
+use std::sync::{Arc, OnceLock};
 
 /// The `await_timeout_ms_max` the wire check passes to `parse_request`.
 pub const AWAIT_TIMEOUT_MS_MAX: u64 = 60_000;
@@ -260,5 +265,151 @@ pub fn check_rules(data: &[u8]) {
     match CompiledRules::compile("fuzz.rules", src, &Limits::default()) {
         Ok(_) => {}
         Err(errors) => assert!(!errors.is_empty(), "refused with no error"),
+    }
+}
+
+/// How a `stored` input is laid out: 1 byte choosing the decoder (mod 4:
+/// an entity state, a record, a hold, a sealed value), then for a record or
+/// a hold its 16-byte key, then the stored bytes.
+pub const STORED_KINDS: u8 = 4;
+
+/// What the engine does with a state read back from the store: bytes the
+/// store returns went through AES-GCM, so they were written by a service,
+/// but maybe by an older or broken one. Whatever the bytes, decoding and
+/// admitting never panic; an entity state the decoder accepts re-encodes
+/// to a form that decodes to the same encoding; and an engine holding an
+/// admitted state, record or hold goes on deciding the sample trace.
+pub fn check_stored(data: &[u8]) {
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    match kind % STORED_KINDS {
+        0 => check_stored_entity(rest),
+        1 => check_stored_record(rest),
+        2 => check_stored_hold(rest),
+        _ => check_sealed(rest),
+    }
+}
+
+/// The sample trace's first events and the default rules, parsed once.
+fn stored_world() -> &'static (Arc<CompiledRules>, Vec<Event>) {
+    static WORLD: OnceLock<(Arc<CompiledRules>, Vec<Event>)> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let src = include_str!("../../rules/default.rules");
+        let rules = CompiledRules::compile("default.rules", src, &Limits::default())
+            .expect("the default rules compile");
+        let events = include_str!("../../samples/trace.jsonl")
+            .lines()
+            .take(STORED_EVENTS)
+            .map(|l| parse_line(l, AtRule::Required).expect("a sample event"))
+            .collect();
+        (Arc::new(rules), events)
+    })
+}
+
+/// Events of the sample trace each stored input is decided against.
+pub const STORED_EVENTS: usize = 200;
+
+/// Decides the sample events on `engine`, each at its own time.
+fn decide_samples(engine: &mut Engine) {
+    for ev in &stored_world().1 {
+        // Invariant: the sample trace's events all carry `at`.
+        let now = ev.at.expect("a sample event with at");
+        let _ = engine.handle(ev, now);
+    }
+}
+
+fn stored_engine() -> Engine {
+    let mut engine = Engine::new(stored_world().0.clone());
+    engine.track_changes();
+    engine
+}
+
+fn check_stored_entity(bytes: &[u8]) {
+    if let Ok(d) = decode(bytes) {
+        let mut once = Vec::new();
+        d.encode(&mut once);
+        let again = decode(&once).unwrap_or_else(|e| panic!("a re-encoded state: {e}"));
+        let mut twice = Vec::new();
+        again.encode(&mut twice);
+        assert_eq!(once, twice, "re-encoding is not stable");
+    }
+    let mut engine = stored_engine();
+    let now = Timestamp::parse("2026-06-01T00:00:00Z").expect("a time");
+    if let Ok(Some(pruned)) = engine.prune_encoded(bytes, now)
+        && !pruned.is_empty()
+    {
+        decode(&pruned).unwrap_or_else(|e| panic!("a pruned state: {e}"));
+    }
+    // Admitting refuses what does not decode, and of what does, only a
+    // state laid out by a ruleset the engine does not hold.
+    match (engine.admit_entity(bytes), decode(bytes)) {
+        (Ok(()), Ok(_)) | (Err(AdmitError::Entity(_)), Err(_)) => {}
+        (Err(AdmitError::UnknownRuleset(n)), Ok(d)) => assert_eq!(n, d.ruleset),
+        (admitted, decoded) => {
+            panic!("admitting ({admitted:?}) and decoding ({decoded:?}) disagree")
+        }
+    }
+    decide_samples(&mut engine);
+    engine.prune_part(now, 0, 1);
+    let mut changes = Default::default();
+    engine.take_changes(&mut changes);
+    for id in &changes.entities {
+        let mut out = Vec::new();
+        if engine.encode_entity(id, &mut out) {
+            decode(&out).unwrap_or_else(|e| panic!("a state the engine wrote: {e}"));
+        }
+    }
+}
+
+/// The 16-byte key at the front of `rest` (zero-padded) and what follows.
+fn keyed(rest: &[u8]) -> ([u8; 16], &[u8]) {
+    let n = rest.len().min(16);
+    let mut key = [0u8; 16];
+    key[..n].copy_from_slice(&rest[..n]);
+    (key, &rest[n..])
+}
+
+fn check_stored_record(rest: &[u8]) {
+    let (key, bytes) = keyed(rest);
+    let _ = record_written_at(bytes);
+    let mut engine = stored_engine();
+    let _ = engine.admit_record(key, bytes);
+    decide_samples(&mut engine);
+}
+
+fn check_stored_hold(rest: &[u8]) {
+    let (key, bytes) = keyed(rest);
+    // A hold keeps its request's canonical form after an 8-byte number.
+    if let Some(ev) = bytes.get(8..).and_then(Event::from_canonical) {
+        let canonical = &bytes[8..];
+        let again = ev.canonical();
+        // The reader takes forms the writer never gives (fields in another
+        // order or twice, numbers in fewer bytes): compare what they read
+        // back to.
+        if again != canonical {
+            let back = Event::from_canonical(&again).expect("a canonical form reads back");
+            assert_eq!(back, ev, "a canonical form read back is another event");
+        }
+    }
+    let mut engine = stored_engine();
+    let _ = engine.admit_hold(key, bytes);
+    engine.holds_admitted();
+    decide_samples(&mut engine);
+}
+
+/// Opening arbitrary bytes as a sealed value is an error, never a panic
+/// (and never a success: the keys are fixed and the bytes are not theirs,
+/// unless they are a value these keys sealed).
+fn check_sealed(bytes: &[u8]) {
+    let keys = Keys::from_secrets(&[1; 32], &[(1, [2; 32]), (7, [3; 32])]).expect("fuzz keys");
+    let _ = sealed_key_id(bytes);
+    if let Ok(plain) = keys.open(b"fuzz", bytes) {
+        let resealed = keys.seal(b"fuzz", &plain).expect("a seal");
+        assert_eq!(
+            keys.open(b"fuzz", &resealed).expect("an open"),
+            plain,
+            "a value sealed again opens to something else"
+        );
     }
 }

@@ -91,6 +91,12 @@ fn rules_corpus_compiles_without_panicking() {
 }
 
 #[test]
+fn stored_corpus_passes_the_stored_checks() {
+    let n = replay("stored", fuzz_checks::check_stored);
+    assert!(n > 0, "fuzz/corpus/stored is empty");
+}
+
+#[test]
 fn the_frame_input_layout_reads_as_documented() {
     let data = [10, 0, 1, 5, 0x81, 0, 0, 0, 1, b'x'];
     let input = fuzz_checks::FrameInput::read(&data).expect("a whole header");
