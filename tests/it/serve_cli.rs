@@ -717,6 +717,14 @@ fn sigkill_under_load_loses_no_acknowledged_answer() {
         });
         let (status, _) = s.wait();
         assert!(!status.success(), "cycle {cycle}: killed, yet {status:?}");
+        if (cycle + 1) % 100 == 0 {
+            // The long mode runs for a while: show that it moves.
+            let n = acked.lock().expect("lock").len();
+            println!(
+                "crash test: {} cycles done, {n} answers acknowledged",
+                cycle + 1
+            );
+        }
     }
     let acked = acked.lock().expect("lock").len();
     println!("crash test: {acked} answers acknowledged, {checked_lines} lines checked");
