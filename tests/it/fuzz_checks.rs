@@ -326,7 +326,8 @@ fn stored_engine() -> Engine {
 }
 
 fn check_stored_entity(bytes: &[u8]) {
-    if let Ok(d) = decode(bytes) {
+    let decoded = decode(bytes);
+    if let Ok(d) = &decoded {
         let mut once = Vec::new();
         d.encode(&mut once);
         let again = decode(&once).unwrap_or_else(|e| panic!("a re-encoded state: {e}"));
@@ -343,7 +344,7 @@ fn check_stored_entity(bytes: &[u8]) {
     }
     // Admitting refuses what does not decode, and of what does, only a
     // state laid out by a ruleset the engine does not hold.
-    match (engine.admit_entity(bytes), decode(bytes)) {
+    match (engine.admit_entity(bytes), decoded) {
         (Ok(()), Ok(_)) | (Err(AdmitError::Entity(_)), Err(_)) => {}
         (Err(AdmitError::UnknownRuleset(n)), Ok(d)) => assert_eq!(n, d.ruleset),
         (admitted, decoded) => {

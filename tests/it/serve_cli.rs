@@ -398,11 +398,7 @@ fn call_tries_the_service_by_hand() {
             stdin.write_all(input.as_bytes()).expect("write stdin");
         }
         let out = child.wait_with_output().expect("call runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
         String::from_utf8(out.stdout)
             .expect("UTF-8")
             .lines()
@@ -649,9 +645,9 @@ fn sigkill_under_load_loses_no_acknowledged_answer() {
             for _ in 0..older.len().min(OLDER_RETRIES) {
                 picked.push(older[rng.below(older.len() as u64) as usize].clone());
             }
+            last_cycle_from = all.len();
             picked
         };
-        last_cycle_from = acked.lock().expect("lock").len();
         // The lines allowed last before the crash (the likeliest to be lost
         // if an answer ever went out before its commit), and a few older.
         let lines: Vec<u64> = allowed.lock().expect("lock").clone();
@@ -851,6 +847,46 @@ fn find_any<'n>(hay: &[u8], needles: &'n [(String, Vec<u8>)]) -> Option<&'n (Str
     })
 }
 
+/// Fails the test with the command's stderr unless it exited 0.
+fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts the service on `args`, makes the first SIM swap on line 1
+/// (allowed), stops the service and returns that answer.
+fn first_swap_then_stop(args: &[&str], tls_dir: &Path) -> Value {
+    let mut s = Serving::start(args);
+    let addr = s.addr();
+    let first = rt().block_on(async {
+        let (_ep, conn) = connect(addr, tls_dir, "client").await;
+        call(&conn, &swap_on_line(1)).await.expect("an answer")
+    });
+    assert_eq!(first["decision"], "allow", "{first}");
+    s.signal("-TERM");
+    assert!(s.wait().0.success());
+    first
+}
+
+/// On the running service `s`: the retry of line 1's first swap answers
+/// `first` again, and a fresh swap on `line` is held (history still
+/// drives decisions). Then stops the service.
+fn retry_and_fresh_swap_then_stop(mut s: Serving, tls_dir: &Path, first: &Value, line: usize) {
+    let addr = s.addr();
+    rt().block_on(async {
+        let (_ep, conn) = connect(addr, tls_dir, "client").await;
+        let retry = call(&conn, &swap_on_line(1)).await.expect("an answer");
+        assert_eq!(&retry, first);
+        let fresh = call(&conn, &swap_on_line(line)).await.expect("an answer");
+        assert_eq!(fresh["decision"], "hold", "{fresh}");
+    });
+    s.signal("-TERM");
+    assert!(s.wait().0.success());
+}
+
 /// Rotating the sealing key keeps every record reachable: a SIM swap made
 /// before `keys rotate` still holds a SIM swap after it, a retry answers as
 /// before, and what is written afterwards is sealed under the new key.
@@ -862,38 +898,16 @@ fn a_sealing_key_rotation_keeps_every_record_reachable() {
     let data = tls_dir.with_file_name("data");
     let args = serve_args(&tls_dir, &data, Some(&keys));
     let args = strs(&args);
-    let mut s = Serving::start(&args);
-    let addr = s.addr();
-    let first = rt().block_on(async {
-        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
-        call(&conn, &swap_on_line(1)).await.expect("an answer")
-    });
-    assert_eq!(first["decision"], "allow", "{first}");
-    s.signal("-TERM");
-    assert!(s.wait().0.success());
+    let first = first_swap_then_stop(&args, &tls_dir);
 
     let out = Command::new(BIN)
         .args(["keys", "rotate", "--keys", keys.to_str().expect("UTF-8")])
         .output()
         .expect("run keys rotate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(keys.join("seal-2.key").exists());
 
-    let mut s = Serving::start(&args);
-    let addr = s.addr();
-    rt().block_on(async {
-        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
-        let retry = call(&conn, &swap_on_line(1)).await.expect("an answer");
-        assert_eq!(retry, first);
-        let fresh = call(&conn, &swap_on_line(2)).await.expect("an answer");
-        assert_eq!(fresh["decision"], "hold", "{fresh}");
-    });
-    s.signal("-TERM");
-    assert!(s.wait().0.success());
+    retry_and_fresh_swap_then_stop(Serving::start(&args), &tls_dir, &first, 2);
 }
 
 /// `portcullis backup` under load (through the running service's control
@@ -951,11 +965,7 @@ fn a_backup_under_load_restores_to_the_same_answers() {
         })
         .await
         .expect("backup");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
         assert!(String::from_utf8_lossy(&out.stdout).contains("backup written"));
         stop.store(true, Ordering::Relaxed);
         let mut sent = 0;
@@ -977,11 +987,7 @@ fn a_backup_under_load_restores_to_the_same_answers() {
     };
     let restored = tls_dir.with_file_name("restored");
     let out = restore(&restored);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let again = restore(&restored);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("move it aside"));
@@ -1014,11 +1020,7 @@ fn a_backup_under_load_restores_to_the_same_answers() {
         .args(["--out", offline.to_str().expect("UTF-8")])
         .output()
         .expect("run backup");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 }
 
 /// A pseudonym-key migration keeps every record reachable: after `keys
@@ -1036,15 +1038,7 @@ fn a_pseudonym_key_migration_keeps_every_record_reachable() {
     let data = tls_dir.with_file_name("data");
     let args = serve_args(&tls_dir, &data, Some(&keys_dir));
     let args = strs(&args);
-    let mut s = Serving::start(&args);
-    let addr = s.addr();
-    let first = rt().block_on(async {
-        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
-        call(&conn, &swap_on_line(1)).await.expect("an answer")
-    });
-    assert_eq!(first["decision"], "allow", "{first}");
-    s.signal("-TERM");
-    assert!(s.wait().0.success());
+    let first = first_swap_then_stop(&args, &tls_dir);
 
     let rotate = || {
         Command::new(BIN)
@@ -1058,26 +1052,13 @@ fn a_pseudonym_key_migration_keeps_every_record_reachable() {
             .expect("run keys rotate-pseudonym")
     };
     let out = rotate();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     // A second rotation waits for the first migration to end.
     assert!(!rotate().status.success());
 
     let mut s = Serving::start(&args);
-    let addr = s.addr();
     s.wait_for("pseudonym migration done");
-    rt().block_on(async {
-        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
-        let retry = call(&conn, &swap_on_line(1)).await.expect("an answer");
-        assert_eq!(retry, first);
-        let fresh = call(&conn, &swap_on_line(2)).await.expect("an answer");
-        assert_eq!(fresh["decision"], "hold", "{fresh}");
-    });
-    s.signal("-TERM");
-    assert!(s.wait().0.success());
+    retry_and_fresh_swap_then_stop(s, &tls_dir, &first, 2);
 
     // Everything is under the new key.
     {
@@ -1097,15 +1078,5 @@ fn a_pseudonym_key_migration_keeps_every_record_reachable() {
         );
     }
     std::fs::remove_file(keys_dir.join("pseudonym-previous.key")).expect("remove");
-    let mut s = Serving::start(&args);
-    let addr = s.addr();
-    rt().block_on(async {
-        let (_ep, conn) = connect(addr, &tls_dir, "client").await;
-        let retry = call(&conn, &swap_on_line(1)).await.expect("an answer");
-        assert_eq!(retry, first);
-        let fresh = call(&conn, &swap_on_line(3)).await.expect("an answer");
-        assert_eq!(fresh["decision"], "hold", "{fresh}");
-    });
-    s.signal("-TERM");
-    assert!(s.wait().0.success());
+    retry_and_fresh_swap_then_stop(Serving::start(&args), &tls_dir, &first, 3);
 }
