@@ -1,7 +1,7 @@
 //! The `portcullis` command line. Commands parse their arguments, open files
 //! and call into the library; logic lives in the modules a library test reaches.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, ListFileValue};
 use crate::rules::{CompiledRules, Limits};
 use clap::{Parser, Subcommand};
 use std::io::{self, BufRead, BufReader};
@@ -270,10 +270,106 @@ pub fn load_rules(path: Option<&Path>) -> Result<CompiledRules, String> {
     let Some(path) = path else {
         return Ok(CompiledRules::default_rules());
     };
-    let src = std::fs::read_to_string(path)
+    let limits = Limits::default();
+    let src = read_bounded(path, limits.source_bytes_max, "source_bytes_max")
         .map_err(|e| format!("cannot read rules file {}: {e}", path.display()))?;
-    CompiledRules::compile(&path.display().to_string(), &src, &Limits::default())
+    CompiledRules::compile(&path.display().to_string(), &src, &limits)
         .map_err(|errs| crate::rules::render_errors(&errs))
+}
+
+/// The text of the file at `path`, refused past `bytes_max` bytes (the
+/// limit `name`) without reading further.
+fn read_bounded(path: &Path, bytes_max: usize, name: &str) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    let cap = u64::try_from(bytes_max)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    f.take(cap)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > bytes_max {
+        return Err(format!("the file is over {name} ({bytes_max} bytes)"));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "the file is not UTF-8 (at byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// The longest line a list file may have, in bytes: a value is at most
+/// `LIST_VALUE_CHARS_MAX` characters, and the rest is room for a comment.
+pub const LIST_LINE_BYTES_MAX: usize = 4096;
+
+/// The values of the list file at `path`, each with its line: refused,
+/// naming the line, at a line over [`LIST_LINE_BYTES_MAX`] bytes, a line
+/// that is not UTF-8, a value over `LIST_VALUE_CHARS_MAX` characters, or
+/// a value past `values_max` (the ruleset's `list_items_max`). Reading
+/// stops there, so what a list file costs is bounded by its values, however
+/// large the file.
+pub fn read_list_file(path: &Path, values_max: usize) -> Result<Vec<ListFileValue>, String> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| format!("cannot read list file {}: {e}", path.display()))?;
+    list_file_values(BufReader::new(f), &path.display().to_string(), values_max)
+}
+
+/// [`read_list_file`] over any reader; errors name `file`.
+pub fn list_file_values(
+    mut reader: impl BufRead,
+    file: &str,
+    values_max: usize,
+) -> Result<Vec<ListFileValue>, String> {
+    let at = |line: usize, what: &str| format!("{file}:{line}: {what}");
+    let mut values = Vec::new();
+    let mut buf = Vec::new();
+    for line in 1.. {
+        buf.clear();
+        let n = io::Read::take(&mut reader, LIST_LINE_BYTES_MAX as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| at(line, &e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        } else if n > LIST_LINE_BYTES_MAX {
+            return Err(at(
+                line,
+                &format!("the line is longer than {LIST_LINE_BYTES_MAX} bytes"),
+            ));
+        }
+        let text = std::str::from_utf8(&buf).map_err(|_| at(line, "the line is not UTF-8"))?;
+        let Some(value) = crate::engine::list_file_value(text) else {
+            continue;
+        };
+        let chars = value.chars().count();
+        if chars > crate::contract::LIST_VALUE_CHARS_MAX {
+            return Err(at(
+                line,
+                &format!(
+                    "the value is {chars} characters, over {}",
+                    crate::contract::LIST_VALUE_CHARS_MAX
+                ),
+            ));
+        }
+        if values.len() >= values_max {
+            return Err(at(
+                line,
+                &format!("more than list_items_max ({values_max}) values"),
+            ));
+        }
+        values.push(ListFileValue {
+            line,
+            value: value.to_string(),
+        });
+    }
+    Ok(values)
 }
 
 /// Loads `NAME=FILE` list arguments into the engine.
@@ -301,16 +397,11 @@ pub fn load_lists(engine: &mut Engine, lists: &[String]) -> Result<(), String> {
                 }
             ));
         }
-        let f =
-            std::fs::File::open(file).map_err(|e| format!("cannot read list file {file}: {e}"))?;
-        for (i, line) in BufReader::new(f).lines().enumerate() {
-            let line = line.map_err(|e| format!("{file}:{}: {e}", i + 1))?;
-            let Some(value) = crate::engine::list_file_value(&line) else {
-                continue;
-            };
+        let values_max = engine.current().limits.list_items_max;
+        for ListFileValue { line, value } in read_list_file(Path::new(file), values_max)? {
             engine
-                .list_add(name, value)
-                .map_err(|e| format!("{file}:{}: {e}", i + 1))?;
+                .list_add(name, &value)
+                .map_err(|e| format!("{file}:{line}: {e}"))?;
         }
     }
     Ok(())
@@ -350,5 +441,92 @@ fn replay(rules: Option<&Path>, lists: &[String], events: &str) -> ExitCode {
             eprintln!("replay stopped: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("portcullis-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).expect("written");
+        path
+    }
+
+    /// Values keep the line they were on, past blank lines and comments,
+    /// with `\r\n` endings and no final newline.
+    #[test]
+    fn a_list_file_gives_its_values_with_their_lines() {
+        let path = scratch(
+            "values.txt",
+            b"# stolen\r\n356938035643809  # a phone\r\n\r\n   \n490154203237518",
+        );
+        let values = read_list_file(&path, 10).expect("a list file");
+        let got: Vec<(usize, &str)> = values.iter().map(|v| (v.line, v.value.as_str())).collect();
+        assert_eq!(got, [(2, "356938035643809"), (5, "490154203237518")]);
+    }
+
+    /// Each bound is refused at its line, and the message names the file,
+    /// the line and the bound.
+    #[test]
+    fn a_list_file_past_a_bound_is_refused_at_its_line() {
+        let long_line = format!("x # {}\n", "c".repeat(LIST_LINE_BYTES_MAX));
+        let long_value = format!("# ok\n{}\n", "v".repeat(129));
+        let cases: [(&str, Vec<u8>, usize, &str); 4] = [
+            (
+                "long-line.txt",
+                long_line.into_bytes(),
+                10,
+                ":1: the line is longer than 4096 bytes",
+            ),
+            (
+                "not-utf8.txt",
+                b"a\nb\xff\n".to_vec(),
+                10,
+                ":2: the line is not UTF-8",
+            ),
+            (
+                "long-value.txt",
+                long_value.into_bytes(),
+                10,
+                ":2: the value is 129 characters, over 128",
+            ),
+            (
+                "many.txt",
+                b"a\n#\nb\nc\n".to_vec(),
+                2,
+                ":4: more than list_items_max (2) values",
+            ),
+        ];
+        for (name, bytes, max, want) in cases {
+            let path = scratch(name, &bytes);
+            let err = read_list_file(&path, max).expect_err(name);
+            assert!(err.starts_with(&path.display().to_string()), "{err}");
+            assert!(err.ends_with(want), "{name}: {err}");
+        }
+        // A line of exactly the bound is fine.
+        let exact = format!("x #{}\n", "c".repeat(LIST_LINE_BYTES_MAX - 3));
+        assert_eq!(exact.len(), LIST_LINE_BYTES_MAX + 1);
+        let path = scratch("exact.txt", exact.as_bytes());
+        assert_eq!(read_list_file(&path, 1).expect("at the bound").len(), 1);
+    }
+
+    /// A rules file over `source_bytes_max` is refused without being read
+    /// whole; one that is not UTF-8 says where.
+    #[test]
+    fn a_rules_file_is_read_within_its_bound() {
+        let max = Limits::default().source_bytes_max;
+        let big = scratch("big.rules", &vec![b'#'; max + 10]);
+        let err = load_rules(Some(&big)).expect_err("over the bound");
+        assert!(
+            err.contains("over source_bytes_max (1048576 bytes)"),
+            "{err}"
+        );
+        let bad = scratch("bad.rules", b"# a rule\n\xc3(");
+        let err = load_rules(Some(&bad)).expect_err("not UTF-8");
+        assert!(err.contains("not UTF-8 (at byte 9)"), "{err}");
     }
 }

@@ -457,8 +457,9 @@ impl Engine {
     /// changes, so on an error the engine is as it was.
     ///
     /// `lists` holds, per `--list NAME=FILE`, the list's name and the
-    /// file's lines as read (the i-th is line i + 1; blank lines and `#`
-    /// comments hold no value, see [`list_file_value`]). A name given twice
+    /// file's values with their line numbers ([`ListFileValue`]; blank
+    /// lines and `#` comments hold none, see [`list_file_value`]). A name
+    /// given twice
     /// gets the values of both files. Each listed name must be declared by
     /// `new`, and each value must parse as its declared type, within
     /// `list_items_max`. Lists `new` declares but no file gives keep their
@@ -491,7 +492,7 @@ impl Engine {
     pub fn reload(
         &mut self,
         new: Arc<CompiledRules>,
-        lists: &[(String, Vec<String>)],
+        lists: &[(String, Vec<ListFileValue>)],
     ) -> Result<Reloaded, ReloadError> {
         let index = self.index_for(&new)?;
         let staged = stage_lists(&new, lists)?;
@@ -757,14 +758,37 @@ pub fn list_file_value(line: &str) -> Option<&str> {
     (!value.is_empty()).then_some(value)
 }
 
+/// A value of a list file, with the line it is on (from 1), so that an
+/// error names the line; blank lines and comments are not kept, so what a
+/// list file costs in memory is its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFileValue {
+    pub line: usize,
+    pub value: String,
+}
+
+/// The values of a list file's `lines` (the i-th is line i + 1).
+pub fn list_file_values<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<ListFileValue> {
+    lines
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            list_file_value(line).map(|value| ListFileValue {
+                line: i + 1,
+                value: value.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Every list file of a reload, parsed and checked against `rules` (the
 /// new ruleset), changing nothing: one staged list per name.
 fn stage_lists(
     rules: &CompiledRules,
-    lists: &[(String, Vec<String>)],
+    lists: &[(String, Vec<ListFileValue>)],
 ) -> Result<Vec<StagedList>, ReloadError> {
     let mut staged: Vec<StagedList> = Vec::new();
-    for (name, lines) in lists {
+    for (name, values) in lists {
         let i = match staged.iter().position(|l| l.name() == name) {
             Some(i) => i,
             None => {
@@ -773,15 +797,12 @@ fn stage_lists(
                 staged.len() - 1
             }
         };
-        for (n, line) in lines.iter().enumerate() {
-            let Some(value) = list_file_value(line) else {
-                continue;
-            };
+        for ListFileValue { line, value } in values {
             staged[i]
                 .push(rules, value)
                 .map_err(|error| ReloadError::ListValue {
                     list: name.clone(),
-                    line: n + 1,
+                    line: *line,
                     value: value
                         .chars()
                         .take(crate::contract::LIST_VALUE_CHARS_MAX)
@@ -1738,7 +1759,7 @@ mod tests {
         assert_eq!(e.evaluate(&b, at(&b)).0, Outcome::Deny);
         assert_eq!(e.evaluate(&o, at(&o)).0, Outcome::Allow);
         let bytes = e.history().approx_bytes();
-        let lines = |ls: &[&str]| ls.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        let lines = |ls: &[&str]| list_file_values(ls.iter().copied());
         let file = lines(&["# blocked devices", other, "", "35693803564380x  # typo"]);
         let refused = e.reload(new.clone(), &[("blocked_imei".into(), file)]);
         assert!(

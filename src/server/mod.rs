@@ -33,7 +33,6 @@ use clap::Args;
 use clock::{Clock, SystemClock};
 use connection::{ConnectionSlot, Shared, shutting_down};
 use decider::{Decider, EngineChange};
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -175,7 +174,7 @@ fn parse_list_arg(arg: &str) -> Result<(String, PathBuf), ConfigError> {
 /// start or a reload applies, all or nothing.
 pub struct Loaded {
     pub rules: Arc<CompiledRules>,
-    pub lists: Vec<(String, Vec<String>)>,
+    pub lists: Vec<(String, Vec<crate::engine::ListFileValue>)>,
 }
 
 /// Reads and compiles the rules and reads the list files of `config`,
@@ -197,25 +196,14 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
                 path.display()
             ));
         }
-        let lines = read_list(path).map_err(|e| format!("list {name}: {e}"))?;
-        lists.push((name.clone(), lines));
+        let values = crate::cli::read_list_file(path, rules.limits.list_items_max)
+            .map_err(|e| format!("list {name}: {e}"))?;
+        lists.push((name.clone(), values));
     }
     Ok(Loaded {
         rules: Arc::new(rules),
         lists,
     })
-}
-
-/// A list file's lines, as read: [`Engine::reload`] takes the values
-/// ([`crate::engine::list_file_value`]) and names a bad one by its line.
-fn read_list(path: &Path) -> Result<Vec<String>, String> {
-    let f = std::fs::File::open(path)
-        .map_err(|e| format!("cannot read list file {}: {e}", path.display()))?;
-    std::io::BufReader::new(f)
-        .lines()
-        .enumerate()
-        .map(|(i, line)| line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1)))
-        .collect()
 }
 
 /// How long a shutdown waits, after the last answer is written and
