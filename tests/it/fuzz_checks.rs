@@ -4,12 +4,15 @@
 //!
 //! Each check takes arbitrary bytes and panics when a property fails.
 
+use portcullis::cli::list_file_values;
+use portcullis::contract::LIST_VALUE_CHARS_MAX;
 use portcullis::contract::{AtRule, Event, Timestamp, parse_line};
-use portcullis::engine::Engine;
 use portcullis::engine::persist::{AdmitError, record_written_at};
+use portcullis::engine::{Engine, ReloadError};
 use portcullis::history::persist::decode;
 use portcullis::keys::{Keys, sealed_key_id};
 use portcullis::rules::{CompiledRules, Limits};
+use portcullis::server::{FileConfig, quic_transport};
 use portcullis::transport::frame::{
     FRAME_BYTES_MAX_LIMIT, FrameDecoder, FrameError, LENGTH_BYTES, split_frame,
 };
@@ -265,6 +268,86 @@ pub fn check_rules(data: &[u8]) {
     match CompiledRules::compile("fuzz.rules", src, &Limits::default()) {
         Ok(_) => {}
         Err(errors) => assert!(!errors.is_empty(), "refused with no error"),
+    }
+}
+
+/// What an operator hands the service in files: the first byte chooses
+/// (even: the TOML config; odd: a list file, the second byte giving its
+/// `values_max`, 1 to 256), the rest is the file.
+///
+/// A config that parses and whose limits pass `Limits::check` builds the
+/// QUIC transport settings without panicking. A list file is read as
+/// `serve` and `replay` read one: its values are non-empty, trimmed, hold
+/// no `#`, are at most `LIST_VALUE_CHARS_MAX` characters, come from
+/// increasing lines and number at most `values_max`; a refusal names the
+/// file and a line. Then the engine reloads the default rules with them as
+/// `blocked_imei`, refusing only a value that is not an IMEI, at its line.
+pub fn check_files(data: &[u8]) {
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    if kind % 2 == 0 {
+        check_config(rest);
+    } else if let Some((&max, file)) = rest.split_first() {
+        check_list_file(file, usize::from(max) + 1);
+    }
+}
+
+fn check_config(bytes: &[u8]) {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    let Ok(config) = FileConfig::parse(text) else {
+        return;
+    };
+    if config.limits.check().is_ok() {
+        let _ = quic_transport(&config.limits);
+    }
+}
+
+fn check_list_file(file: &[u8], values_max: usize) {
+    let values = match list_file_values(file, "fuzz.txt", values_max) {
+        Ok(values) => values,
+        Err(e) => {
+            let line = e
+                .strip_prefix("fuzz.txt:")
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|n| n.parse::<usize>().ok());
+            assert!(
+                line.is_some_and(|n| n >= 1),
+                "a refusal without a line: {e}"
+            );
+            return;
+        }
+    };
+    assert!(values.len() <= values_max, "{} values", values.len());
+    let mut last = 0;
+    for v in &values {
+        assert!(v.line > last, "line {} after {last}", v.line);
+        last = v.line;
+        assert!(
+            !v.value.is_empty() && !v.value.contains('#'),
+            "{:?}",
+            v.value
+        );
+        assert_eq!(v.value.trim(), v.value, "untrimmed");
+        assert!(
+            v.value.chars().count() <= LIST_VALUE_CHARS_MAX,
+            "{:?}",
+            v.value
+        );
+    }
+    let rules = stored_world().0.clone();
+    let mut engine = Engine::new(rules.clone());
+    match engine.reload(rules, &[("blocked_imei".to_string(), values.clone())]) {
+        Ok(_) => {
+            let kept = engine.history().list_len("blocked_imei");
+            assert!(kept <= values.len(), "{kept} kept of {}", values.len());
+        }
+        Err(ReloadError::ListValue { line, .. }) => {
+            assert!(values.iter().any(|v| v.line == line), "line {line}");
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
     }
 }
 

@@ -109,3 +109,9 @@ fn the_frame_input_layout_reads_as_documented() {
     assert!(default.stream.is_empty());
     fuzz_checks::check_frame(&data);
 }
+
+#[test]
+fn files_corpus_passes_the_files_checks() {
+    let n = replay("files", fuzz_checks::check_files);
+    assert!(n > 0, "fuzz/corpus/files is empty");
+}
