@@ -280,24 +280,40 @@ pub fn load_rules(path: Option<&Path>) -> Result<CompiledRules, String> {
 /// The text of the file at `path`, refused past `bytes_max` bytes (the
 /// limit `name`) without reading further.
 fn read_bounded(path: &Path, bytes_max: usize, name: &str) -> Result<String, String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    let cap = u64::try_from(bytes_max)
-        .unwrap_or(u64::MAX)
-        .saturating_add(1);
-    f.take(cap)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() > bytes_max {
-        return Err(format!("the file is over {name} ({bytes_max} bytes)"));
-    }
+    let bytes = read_bytes_bounded(path, bytes_max).map_err(|e| {
+        if e.kind() == io::ErrorKind::FileTooLarge {
+            format!("the file is over {name} ({bytes_max} bytes)")
+        } else {
+            e.to_string()
+        }
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         format!(
             "the file is not UTF-8 (at byte {})",
             e.utf8_error().valid_up_to()
         )
     })
+}
+
+/// The bytes of the file at `path`, or an error of kind `FileTooLarge`
+/// past `bytes_max` bytes, read no further: the files an operator names
+/// (config, certificates, CRL, rules) are read whole, and a wrong path (a
+/// device, a log) must not take the memory with it.
+pub fn read_bytes_bounded(path: &Path, bytes_max: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    let cap = u64::try_from(bytes_max)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    f.take(cap).read_to_end(&mut bytes)?;
+    if bytes.len() > bytes_max {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("the file is over {bytes_max} bytes"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The longest line a list file may have, in bytes: a value is at most
@@ -512,6 +528,23 @@ mod tests {
         assert_eq!(exact.len(), LIST_LINE_BYTES_MAX + 1);
         let path = scratch("exact.txt", exact.as_bytes());
         assert_eq!(read_list_file(&path, 1).expect("at the bound").len(), 1);
+    }
+
+    /// A file of exactly the bound reads; one byte more is `FileTooLarge`,
+    /// and a config past `CONFIG_BYTES_MAX` says so.
+    #[test]
+    fn files_are_read_within_their_bound() {
+        let path = scratch("bound.bin", &[7u8; 100]);
+        assert_eq!(
+            read_bytes_bounded(&path, 100).expect("at the bound").len(),
+            100
+        );
+        let err = read_bytes_bounded(&path, 99).expect_err("past the bound");
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        let max = crate::server::config::CONFIG_BYTES_MAX;
+        let big = scratch("big.toml", &vec![b'#'; max + 1]);
+        let err = crate::server::FileConfig::read(&big).expect_err("too large");
+        assert!(err.0.contains(&format!("over {max} bytes")), "{}", err.0);
     }
 
     /// A rules file over `source_bytes_max` is refused without being read

@@ -388,8 +388,12 @@ pub fn peer_of_connection(conn: &quinn::Connection) -> Result<Peer, TlsError> {
 // Reading PEM files
 // ---------------------------------------------------------------------------
 
+/// The largest PEM file read (a certificate chain, a key or a CRL), in
+/// bytes: far above any of them, so that only a wrong path meets it.
+pub const PEM_FILE_BYTES_MAX: usize = 64 << 20;
+
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    crate::cli::read_bytes_bounded(path, PEM_FILE_BYTES_MAX).map_err(|source| TlsError::Read {
         path: path.to_path_buf(),
         source,
     })

@@ -182,6 +182,9 @@ pub fn quic_transport(limits: &Limits) -> quinn::TransportConfig {
     t
 }
 
+/// The largest config file read, in bytes: a config is a few dozen lines.
+pub const CONFIG_BYTES_MAX: usize = 1 << 20;
+
 /// The TOML file: where things are, and the limits.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -201,8 +204,15 @@ pub struct FileConfig {
 
 impl FileConfig {
     pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        let bytes = crate::cli::read_bytes_bounded(path, CONFIG_BYTES_MAX)
             .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            ConfigError(format!(
+                "{}: not UTF-8 (at byte {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
         FileConfig::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
     }
 
