@@ -271,7 +271,7 @@ pub fn load_rules(path: Option<&Path>) -> Result<CompiledRules, String> {
         return Ok(CompiledRules::default_rules());
     };
     let limits = Limits::default();
-    let src = read_bounded(path, limits.source_bytes_max, "source_bytes_max")
+    let src = read_text_bounded(path, limits.source_bytes_max, "source_bytes_max")
         .map_err(|e| format!("cannot read rules file {}: {e}", path.display()))?;
     CompiledRules::compile(&path.display().to_string(), &src, &limits)
         .map_err(|errs| crate::rules::render_errors(&errs))
@@ -279,7 +279,7 @@ pub fn load_rules(path: Option<&Path>) -> Result<CompiledRules, String> {
 
 /// The text of the file at `path`, refused past `bytes_max` bytes (the
 /// limit `name`) without reading further.
-fn read_bounded(path: &Path, bytes_max: usize, name: &str) -> Result<String, String> {
+pub fn read_text_bounded(path: &Path, bytes_max: usize, name: &str) -> Result<String, String> {
     let bytes = read_bytes_bounded(path, bytes_max).map_err(|e| {
         if e.kind() == io::ErrorKind::FileTooLarge {
             format!("the file is over {name} ({bytes_max} bytes)")
@@ -544,7 +544,8 @@ mod tests {
         let max = crate::server::config::CONFIG_BYTES_MAX;
         let big = scratch("big.toml", &vec![b'#'; max + 1]);
         let err = crate::server::FileConfig::read(&big).expect_err("too large");
-        assert!(err.0.contains(&format!("over {max} bytes")), "{}", err.0);
+        let want = format!("over CONFIG_BYTES_MAX ({max} bytes)");
+        assert!(err.0.contains(&want), "{}", err.0);
     }
 
     /// A rules file over `source_bytes_max` is refused without being read

@@ -204,15 +204,8 @@ pub struct FileConfig {
 
 impl FileConfig {
     pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
-        let bytes = crate::cli::read_bytes_bounded(path, CONFIG_BYTES_MAX)
+        let text = crate::cli::read_text_bounded(path, CONFIG_BYTES_MAX, "CONFIG_BYTES_MAX")
             .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            ConfigError(format!(
-                "{}: not UTF-8 (at byte {})",
-                path.display(),
-                e.utf8_error().valid_up_to()
-            ))
-        })?;
         FileConfig::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
     }
 
