@@ -356,6 +356,24 @@ fn a_list_file_with_a_value_of_the_wrong_type_is_refused() {
 }
 
 #[test]
+fn a_list_file_with_a_line_past_its_bound_is_refused_at_that_line() {
+    // A file that is not a list (a log, a dump) stops at its first long
+    // line, not after filling memory with it.
+    let dir = scratch("list-long-line");
+    let long = "9".repeat(5000);
+    let list = write(&dir, "blocked.txt", &format!("260531793113837\n{long}\n"));
+    let arg = format!("blocked_imei={}", list.display());
+    let o = run(&["replay", "--list", &arg, "-"], Some(SWAPS.as_bytes()));
+    assert!(!o.status.success(), "{}", describe(&o));
+    assert!(stdout(&o).is_empty(), "{}", describe(&o));
+    assert!(
+        stderr(&o).contains("blocked.txt:2: the line is longer than 4096 bytes"),
+        "{}",
+        describe(&o)
+    );
+}
+
+#[test]
 fn a_list_argument_without_a_file_is_refused() {
     let o = run(
         &["replay", "--list", "blocked_imei", "-"],
