@@ -33,7 +33,8 @@
 //!   and a bare QUIC echo server.
 //! - [`traffic`]: deterministic synthetic carrier traffic and labels
 //!   (`portcullis gen`).
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line, and the bounded readers of the files an
+//!   operator names (rules, lists, config, PEM).
 #![forbid(unsafe_code)]
 
 pub mod backtest;
