@@ -127,7 +127,7 @@ pub enum CertsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
-    /// Write the next sealing key, seal-<ID>.key (mode 0600): new values are
+    /// Write the next sealing key, `seal-<ID>.key` (mode 0600): new values are
     /// sealed under it, older keys still open what they sealed.
     Rotate {
         /// The keys directory.

@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Base-36 digits of a tag: 36^13 > 2^64, so any `u64` fits.
 const TAG_DIGITS: usize = 13;
 
-/// Bytes of a run tag: `lg`, [`TAG_DIGITS`] digits, `-`.
+/// Bytes of a run tag: `lg`, `TAG_DIGITS` digits, `-`.
 pub const TAG_BYTES: usize = 2 + TAG_DIGITS + 1;
 
 /// The most requests one load generator keeps ready: about 2 GB of frames.
