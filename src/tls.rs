@@ -371,17 +371,26 @@ pub fn peer_of(cert: &CertificateDer<'_>) -> Result<Peer, TlsError> {
 /// [`peer_of`] the end-entity certificate of an established quinn
 /// connection. A connection made with [`quinn_server_config`] always has one;
 /// its absence is still an error here rather than a panic.
-pub fn peer_of_connection(conn: &quinn::Connection) -> Result<Peer, TlsError> {
-    let certs = conn
-        .peer_identity()
+/// A certificate's serial number, as its DER integer's bytes (as CRLs
+/// list it); `None` if it does not parse.
+pub fn serial_of(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    x509_parser::parse_x509_certificate(cert.as_ref())
+        .ok()
+        .map(|(_, c)| c.raw_serial().to_vec())
+}
+
+/// The client certificate a connection's handshake checked, if any.
+pub fn leaf_of_connection(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
+    conn.peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .ok_or_else(|| TlsError::Peer {
-            detail: "the connection has no client certificate".to_string(),
-        })?;
-    let leaf = certs.first().ok_or_else(|| TlsError::Peer {
-        detail: "the connection's certificate chain is empty".to_string(),
+        .and_then(|certs| certs.first().cloned())
+}
+
+pub fn peer_of_connection(conn: &quinn::Connection) -> Result<Peer, TlsError> {
+    let leaf = leaf_of_connection(conn).ok_or_else(|| TlsError::Peer {
+        detail: "the connection has no client certificate".to_string(),
     })?;
-    peer_of(leaf)
+    peer_of(&leaf)
 }
 
 // ---------------------------------------------------------------------------
@@ -505,6 +514,46 @@ impl ServerFiles {
     }
 }
 
+/// The serial numbers the configured CRLs list. The handshake checks a
+/// new connection against the CRLs; this closes the connections opened
+/// before a reload's CRL listed their certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revoked(std::collections::HashSet<Vec<u8>>);
+
+impl Revoked {
+    /// The serials `crls` list (checked by `check_crls` first, so each
+    /// parses).
+    fn of(path: &Path, crls: &[CertificateRevocationListDer<'_>]) -> Result<Revoked, TlsError> {
+        let mut serials = std::collections::HashSet::new();
+        for (i, crl) in crls.iter().enumerate() {
+            let (_, c) = x509_parser::parse_x509_crl(crl.as_ref()).map_err(|e| TlsError::Crl {
+                path: path.to_path_buf(),
+                detail: format!("CRL #{}: cannot parse: {e}", i + 1),
+            })?;
+            serials.extend(
+                c.iter_revoked_certificates()
+                    .map(|r| r.raw_serial().to_vec()),
+            );
+        }
+        Ok(Revoked(serials))
+    }
+
+    /// Whether a CRL lists the certificate with `serial` ([`serial_of`]):
+    /// serials are unique per CA, and the CRLs are the client CA's.
+    pub fn lists(&self, serial: &[u8]) -> bool {
+        self.0.contains(serial)
+    }
+
+    /// How many serials the CRLs list.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// [`server_config_from`] the files of a `certs dev` directory.
 pub fn server_config(tls_dir: &Path, crl: Option<&Path>) -> Result<ServerConfig, TlsError> {
     server_config_from(&ServerFiles::in_dir(tls_dir, crl))
@@ -515,14 +564,22 @@ pub fn server_config(tls_dir: &Path, crl: Option<&Path>) -> Result<ServerConfig,
 /// `client_ca`, checked against the CRL), no early data, no half-RTT data,
 /// no resumption (so every connection's certificate is checked in full).
 pub fn server_config_from(files: &ServerFiles) -> Result<ServerConfig, TlsError> {
+    server_config_and_revoked(files).map(|(config, _)| config)
+}
+
+/// [`server_config_from`], and the serials its CRLs list, from one reading
+/// of the files.
+pub fn server_config_and_revoked(files: &ServerFiles) -> Result<(ServerConfig, Revoked), TlsError> {
     let provider = provider();
     let roots = root_store(&files.client_ca)?;
     let mut verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let mut revoked = Revoked::default();
     if let Some(crl_path) = &files.crl {
         let crls = load_crls(crl_path)?;
         let ca_certs = load_certs(&files.client_ca)?;
         check_crls(crl_path, &crls, &ca_certs, OffsetDateTime::now_utc())?;
+        revoked = Revoked::of(crl_path, &crls)?;
         // A stale CRL means revocation status is unknown: refuse rather
         // than accept (the load-time check above says so at startup).
         verifier = verifier.with_crls(crls).enforce_revocation_expiration();
@@ -555,7 +612,7 @@ pub fn server_config_from(files: &ServerFiles) -> Result<ServerConfig, TlsError>
     // CRL) checks that a full handshake makes.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
-    Ok(config)
+    Ok((config, revoked))
 }
 
 /// Load-time checks of the CRLs, so a mistake is named at startup rather
@@ -636,6 +693,14 @@ fn check_crls(
 /// certificates off).
 pub fn quinn_server_config(files: &ServerFiles) -> Result<quinn::ServerConfig, TlsError> {
     quinn_server_config_with(server_config_from(files)?)
+}
+
+/// [`quinn_server_config`], and the serials its CRLs list.
+pub fn quinn_server_config_and_revoked(
+    files: &ServerFiles,
+) -> Result<(quinn::ServerConfig, Revoked), TlsError> {
+    let (config, revoked) = server_config_and_revoked(files)?;
+    Ok((quinn_server_config_with(config)?, revoked))
 }
 
 /// Wraps a rustls server configuration for quinn, unchanged.

@@ -252,10 +252,18 @@ impl Config {
     /// The quinn server configuration: the TLS of [`crate::tls`] and the
     /// transport of [`quic_transport`].
     pub fn quinn_server(&self) -> Result<quinn::ServerConfig, crate::tls::TlsError> {
+        self.quinn_server_and_revoked().map(|(server, _)| server)
+    }
+
+    /// [`Config::quinn_server`], and the serials the CRL lists (what a
+    /// reload closes open connections by).
+    pub fn quinn_server_and_revoked(
+        &self,
+    ) -> Result<(quinn::ServerConfig, crate::tls::Revoked), crate::tls::TlsError> {
         let files = crate::tls::ServerFiles::in_dir(&self.tls_dir, self.crl.as_deref());
-        let mut server = crate::tls::quinn_server_config(&files)?;
+        let (mut server, revoked) = crate::tls::quinn_server_config_and_revoked(&files)?;
         server.transport_config(Arc::new(quic_transport(&self.limits)));
-        Ok(server)
+        Ok((server, revoked))
     }
 }
 

@@ -12,7 +12,7 @@
 //! connection goes on.
 
 use crate::server::decider::{Decided, Decider, overloaded, refusal, store_failed};
-use crate::tls::Peer;
+use crate::tls::{Peer, Revoked};
 use crate::transport::frame::{self, FrameDecoder};
 use crate::transport::wire::{WireCode, WireError};
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub mod codes {
     pub const NO_IDENTITY: u32 = 1;
     /// The service is shutting down: the stream was not read.
     pub const SHUTTING_DOWN: u32 = 2;
+    /// A reload's CRL lists the connection's client certificate.
+    pub const REVOKED: u32 = 3;
 }
 
 /// What every connection and stream task shares.
@@ -42,6 +44,9 @@ pub struct Shared {
     pub answer_wait_max: Duration,
     pub connections: AtomicUsize,
     pub connections_max: usize,
+    /// The serials the current CRL lists; a reload sends a new set, and
+    /// each connection whose certificate it lists closes.
+    pub revoked: watch::Receiver<Arc<Revoked>>,
 }
 
 /// Held by every stream task: the server waits, at shutdown, until every
@@ -95,6 +100,15 @@ pub async fn serve_connection(
         }
     };
     tracing::debug!(%remote, client = %peer.name, role = peer.role.as_str(), "connected");
+    // Parsed once: the handshake checked the certificate, so it parses.
+    let serial = crate::tls::leaf_of_connection(&conn).and_then(|c| crate::tls::serial_of(&c));
+    let mut revoked = shared.revoked.clone();
+    let mut crl_reloads = serial.is_some();
+    // A handshake checked against the CRL just before a reload replaced it.
+    if listed(&mut revoked, serial.as_deref()) {
+        close_revoked(&conn, remote, &peer);
+        return;
+    }
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
@@ -117,6 +131,15 @@ pub async fn serve_connection(
                     break;
                 }
             },
+            changed = revoked.changed(), if crl_reloads => match changed {
+                Ok(()) if listed(&mut revoked, serial.as_deref()) => {
+                    close_revoked(&conn, remote, &peer);
+                    break;
+                }
+                Ok(()) => {}
+                // The server is gone: shutdown comes next.
+                Err(_) => crl_reloads = false,
+            },
             () = shutting_down(&mut shutdown) => {
                 // No new streams: grant none, and refuse the ones already
                 // opened but not yet read. Streams in flight finish.
@@ -129,6 +152,18 @@ pub async fn serve_connection(
         }
     }
     drop(slot);
+}
+
+/// Whether the CRL as the last reload left it lists `serial`.
+fn listed(revoked: &mut watch::Receiver<Arc<Revoked>>, serial: Option<&[u8]>) -> bool {
+    serial.is_some_and(|s| revoked.borrow_and_update().lists(s))
+}
+
+/// Closes a connection whose certificate a reload's CRL lists. Streams in
+/// flight are cut: the certificate that opened them is no longer trusted.
+fn close_revoked(conn: &quinn::Connection, remote: std::net::SocketAddr, peer: &Peer) {
+    tracing::info!(%remote, client = %peer.name, "connection closed: its certificate is revoked");
+    conn.close(codes::REVOKED.into(), b"certificate revoked");
 }
 
 /// Completes when the service starts shutting down (or is gone).

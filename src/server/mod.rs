@@ -280,6 +280,8 @@ pub struct Server {
     addr: SocketAddr,
     endpoint: quinn::Endpoint,
     config: Config,
+    /// The serials the CRL lists, as the last start or reload read it.
+    revoked: watch::Sender<Arc<crate::tls::Revoked>>,
     shutdown: watch::Sender<bool>,
     in_flight: mpsc::Sender<()>,
     all_done: mpsc::Receiver<()>,
@@ -308,7 +310,8 @@ impl Server {
     ) -> Result<Server, ServeError> {
         config.limits.check().map_err(|e| ServeError::Config(e.0))?;
         let loaded = load(&config).map_err(ServeError::Config)?;
-        let quinn_config = config.quinn_server().map_err(ServeError::Tls)?;
+        let (quinn_config, revoked) = config.quinn_server_and_revoked().map_err(ServeError::Tls)?;
+        let (revoked, revoked_rx) = watch::channel(Arc::new(revoked));
         let (keys, source) = keys_for(&config)?;
         log_key_source(&source);
         let keys = Arc::new(keys);
@@ -368,6 +371,7 @@ impl Server {
                 + Duration::from_secs(1),
             connections: AtomicUsize::new(0),
             connections_max: config.limits.connections_max,
+            revoked: revoked_rx,
         });
         let (shutdown, _) = watch::channel(false);
         let (in_flight, all_done) = mpsc::channel(1);
@@ -410,6 +414,7 @@ impl Server {
             addr,
             endpoint,
             config,
+            revoked,
             shutdown,
             in_flight,
             all_done,
@@ -429,18 +434,38 @@ impl Server {
 
     /// Re-reads the rules and list files and applies them between two
     /// requests, all or nothing: a broken file is refused and the rules and
-    /// lists served so far stay. Returns a line for the log.
+    /// lists served so far stay. Re-reads the TLS files and the CRL too,
+    /// in the same all or nothing: once the rules apply, new connections
+    /// are checked against them, and every open connection whose client
+    /// certificate the CRL lists is closed (application error 3), so a
+    /// revoked certificate is out without a restart. Returns a line for the
+    /// log.
     pub async fn reload(&self) -> Result<String, String> {
         let config = self.config.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&config))
-            .await
-            .map_err(|e| format!("reload: {e}"))??;
+        let (loaded, (tls, revoked)) = tokio::task::spawn_blocking(move || {
+            let loaded = load(&config)?;
+            let tls = config
+                .quinn_server_and_revoked()
+                .map_err(|e| format!("TLS files: {e}"))?;
+            Ok::<_, String>((loaded, tls))
+        })
+        .await
+        .map_err(|e| format!("reload: {e}"))??;
         let change: EngineChange = Box::new(move |engine: &mut Engine| apply(engine, loaded));
         let decider = self.decider.clone();
         // A reload may walk all history: off the runtime's workers.
-        tokio::task::spawn_blocking(move || decider.change_blocking(change))
+        let applied = tokio::task::spawn_blocking(move || decider.change_blocking(change))
             .await
-            .map_err(|e| format!("reload: {e}"))?
+            .map_err(|e| format!("reload: {e}"))??;
+        // Shutting down, the endpoint takes no new connections: keep it so.
+        if !*self.shutdown.borrow() {
+            self.endpoint.set_server_config(Some(tls));
+        }
+        let listed = revoked.len();
+        self.revoked.send_replace(Arc::new(revoked));
+        Ok(format!(
+            "{applied}; TLS files and CRL re-read ({listed} revoked)"
+        ))
     }
 
     /// Deletes the decision records older than `records_kept_days` from
@@ -724,7 +749,7 @@ async fn wait_for_signals(server: &Server) -> std::io::Result<()> {
             },
             _ = hup.recv() => match server.reload().await {
                 Ok(line) => tracing::info!("reloaded: {line}"),
-                Err(e) => tracing::error!("reload refused, still serving the previous rules and lists: {e}"),
+                Err(e) => tracing::error!("reload refused, still serving the previous rules, lists and TLS files: {e}"),
             },
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),

@@ -453,6 +453,80 @@ fn the_service_refuses_bad_client_certificates() {
     });
 }
 
+/// A reload re-reads the CRL: the open connection of a certificate it now
+/// lists is closed with application error 3, that certificate can no
+/// longer connect, and everyone else goes on. A CRL that does not read is
+/// refused with the whole reload, and the previous one stays.
+#[test]
+fn a_reload_revokes_a_certificate_without_a_restart() {
+    let out = scratch_dir("serve", "reload-crl");
+    tls::issue(pki(), Role::Caller, "stolen", &out).unwrap_or_else(|e| panic!("{e}"));
+    let stolen = rustls_pki_types_der(&out.join("stolen.pem"));
+    let crl_path = out.join("crl.pem");
+    let write_crl = |revoked: &[rustls::pki_types::CertificateDer<'static>]| {
+        let crl = tls::crl(pki(), revoked).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&crl_path, crl).expect("write the CRL");
+    };
+    write_crl(&[]);
+    let stolen_files = ClientFiles {
+        server_ca: pki().join("ca.pem"),
+        cert: out.join("stolen.pem"),
+        key: out.join("stolen.key"),
+    };
+    rt().block_on(async {
+        let mut config = Config::local(pki());
+        config.crl = Some(crl_path.clone());
+        let server = start(config, Arc::new(SystemClock)).await;
+        let addr = server.local_addr();
+        let (_ep1, thief) = connect_with(addr, &stolen_files).await.expect("not yet revoked");
+        assert_eq!(call(&thief, SWAP).await["decision"], "allow");
+        let (_ep2, honest) = connect(addr, "client").await;
+        assert!(call(&honest, SWAP).await.get("decision").is_some());
+
+        write_crl(&[stolen]);
+        let line = server.reload().await.expect("the reload applies");
+        assert!(line.contains("(1 revoked)"), "{line}");
+        let closed = tokio::time::timeout(TIMEOUT, thief.closed())
+            .await
+            .expect("the revoked connection closes");
+        assert!(
+            matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == 3u32.into()),
+            "{closed:?}"
+        );
+        // Refused by the handshake (the new CRL: a TLS alert), not let in
+        // and then closed as an open connection is (application error 3).
+        let again = handshake_refusal(addr, &stolen_files).await;
+        assert!(again.is_some(), "the revoked certificate connected again");
+        assert!(call(&honest, SWAP).await.get("decision").is_some());
+
+        std::fs::write(&crl_path, "not a CRL").expect("write");
+        let refused = server.reload().await.expect_err("a broken CRL");
+        assert!(refused.contains("CRL"), "{refused}");
+        let still = handshake_refusal(addr, &stolen_files).await;
+        assert!(still.is_some(), "a refused reload let the revoked certificate back");
+        let (_ep3, fresh) = connect(addr, "client").await;
+        assert!(call(&fresh, SWAP).await.get("decision").is_some());
+        assert!(server.shutdown().await);
+    });
+}
+
+/// How the server ended a connection presenting `files`: `Some` with the
+/// reason when the handshake refused it (a TLS alert, as a connection
+/// error), `None` when it was let in (even if closed at once after).
+async fn handshake_refusal(addr: SocketAddr, files: &ClientFiles) -> Option<String> {
+    let (_ep, conn) = match connect_with(addr, files).await {
+        Err(e) => return Some(e),
+        Ok(c) => c,
+    };
+    // The server reads the client certificate after the client's side of
+    // the handshake: the connection's end says which way it went.
+    let _ = exchange(&conn, &frames(&[SWAP]), true).await;
+    match tokio::time::timeout(TIMEOUT, conn.closed()).await {
+        Ok(quinn::ConnectionError::ConnectionClosed(c)) => Some(c.to_string()),
+        _ => None,
+    }
+}
+
 fn rustls_pki_types_der(path: &Path) -> rustls::pki_types::CertificateDer<'static> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::from_pem_file(path)
