@@ -521,23 +521,6 @@ impl ServerFiles {
 pub struct Revoked(std::collections::HashSet<Vec<u8>>);
 
 impl Revoked {
-    /// The serials `crls` list (checked by `check_crls` first, so each
-    /// parses).
-    fn of(path: &Path, crls: &[CertificateRevocationListDer<'_>]) -> Result<Revoked, TlsError> {
-        let mut serials = std::collections::HashSet::new();
-        for (i, crl) in crls.iter().enumerate() {
-            let (_, c) = x509_parser::parse_x509_crl(crl.as_ref()).map_err(|e| TlsError::Crl {
-                path: path.to_path_buf(),
-                detail: format!("CRL #{}: cannot parse: {e}", i + 1),
-            })?;
-            serials.extend(
-                c.iter_revoked_certificates()
-                    .map(|r| r.raw_serial().to_vec()),
-            );
-        }
-        Ok(Revoked(serials))
-    }
-
     /// Whether a CRL lists the certificate with `serial` ([`serial_of`]):
     /// serials are unique per CA, and the CRLs are the client CA's.
     pub fn lists(&self, serial: &[u8]) -> bool {
@@ -578,8 +561,7 @@ pub fn server_config_and_revoked(files: &ServerFiles) -> Result<(ServerConfig, R
     if let Some(crl_path) = &files.crl {
         let crls = load_crls(crl_path)?;
         let ca_certs = load_certs(&files.client_ca)?;
-        check_crls(crl_path, &crls, &ca_certs, OffsetDateTime::now_utc())?;
-        revoked = Revoked::of(crl_path, &crls)?;
+        revoked = check_crls(crl_path, &crls, &ca_certs, OffsetDateTime::now_utc())?;
         // A stale CRL means revocation status is unknown: refuse rather
         // than accept (the load-time check above says so at startup).
         verifier = verifier.with_crls(crls).enforce_revocation_expiration();
@@ -617,13 +599,14 @@ pub fn server_config_and_revoked(files: &ServerFiles) -> Result<(ServerConfig, R
 
 /// Load-time checks of the CRLs, so a mistake is named at startup rather
 /// than seen as every client refused: each CRL must be issued by one of
-/// the client CAs and not be past its `nextUpdate`.
+/// the client CAs and not be past its `nextUpdate`. Returns the serials
+/// they list, read in the same pass.
 fn check_crls(
     path: &Path,
     crls: &[CertificateRevocationListDer<'_>],
     ca_certs: &[CertificateDer<'_>],
     now: OffsetDateTime,
-) -> Result<(), TlsError> {
+) -> Result<Revoked, TlsError> {
     let crl_err = |detail: String| TlsError::Crl {
         path: path.to_path_buf(),
         detail,
@@ -644,6 +627,7 @@ fn check_crls(
             });
         cas.push((x.subject().as_raw().to_vec(), ski));
     }
+    let mut revoked = std::collections::HashSet::new();
     for (i, crl) in crls.iter().enumerate() {
         let (_, c) = x509_parser::parse_x509_crl(crl.as_ref())
             .map_err(|e| crl_err(format!("CRL #{}: cannot parse: {e}", i + 1)))?;
@@ -683,8 +667,12 @@ fn check_crls(
             }
             _ => {}
         }
+        revoked.extend(
+            c.iter_revoked_certificates()
+                .map(|r| r.raw_serial().to_vec()),
+        );
     }
-    Ok(())
+    Ok(Revoked(revoked))
 }
 
 /// The quinn server configuration around [`server_config_from`]. Built with
