@@ -9,10 +9,68 @@
 //! torn (a prefix of it applied), as a power cut mid-write leaves a disk.
 //! Faults are switched at any moment: a failing sync, a failing write, or
 //! a sync that does nothing (a disk that lies: the tests must catch it).
+//!
+//! [`FailingCommits`] is the same at the `Store` interface: a store in
+//! memory whose commits take a set time and fail from a set one on, for
+//! the group-commit writer's tests.
 
+use super::{Batch, Entries, MemoryStore, Store, StoreError, Table};
 use ::redb::StorageBackend;
 use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A store in memory whose commits each take `pause` (standing in for an
+/// fsync) and fail from the `fail_at`th (1-based) on.
+#[derive(Debug)]
+pub struct FailingCommits {
+    inner: MemoryStore,
+    pause: Duration,
+    commits: AtomicUsize,
+    fail_at: usize,
+}
+
+impl FailingCommits {
+    pub fn new(pause: Duration, fail_at: usize) -> FailingCommits {
+        FailingCommits {
+            inner: MemoryStore::new(),
+            pause,
+            commits: AtomicUsize::new(0),
+            fail_at,
+        }
+    }
+}
+
+impl Store for FailingCommits {
+    fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(t, k)
+    }
+    fn get_many(&self, k: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.inner.get_many(k)
+    }
+    fn scan_from(
+        &self,
+        t: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.inner.scan_from(t, after, limit)
+    }
+    fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
+        if !self.pause.is_zero() {
+            std::thread::sleep(self.pause);
+        }
+        if self.commits.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_at {
+            return Err(StoreError::Commit {
+                path: PathBuf::from("failing-commits"),
+                detail: "injected failure".into(),
+            });
+        }
+        self.inner.commit(batches)
+    }
+}
 
 /// What the disk does wrong.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

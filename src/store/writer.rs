@@ -362,50 +362,13 @@ fn next_group(shared: &Shared) -> Option<Vec<Pending>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Entries;
     use crate::store::{MemoryStore, StoreError, Table};
-    use std::path::PathBuf;
-    use std::sync::atomic::AtomicUsize;
 
     fn batch(n: u64) -> Batch {
         let mut b = Batch::new();
         b.put(Table::Records, n.to_be_bytes(), b"v".to_vec());
         b
-    }
-
-    /// Commits to memory, failing on the `fail_at`th commit (1-based) and
-    /// every one after.
-    struct Failing {
-        inner: MemoryStore,
-        commits: AtomicUsize,
-        fail_at: usize,
-    }
-
-    use crate::store::Entries;
-
-    impl Store for Failing {
-        fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(t, k)
-        }
-        fn get_many(&self, k: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-            self.inner.get_many(k)
-        }
-        fn scan_from(
-            &self,
-            t: Table,
-            after: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Entries, StoreError> {
-            self.inner.scan_from(t, after, limit)
-        }
-        fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
-            if self.commits.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_at {
-                return Err(StoreError::Commit {
-                    path: PathBuf::from("failing"),
-                    detail: "injected".into(),
-                });
-            }
-            self.inner.commit(batches)
-        }
     }
 
     #[test]
@@ -506,11 +469,10 @@ mod tests {
 
     #[test]
     fn a_failed_commit_latches() {
-        let store = Arc::new(Failing {
-            inner: MemoryStore::new(),
-            commits: AtomicUsize::new(0),
-            fail_at: 1,
-        });
+        let store = Arc::new(crate::store::fault::FailingCommits::new(
+            std::time::Duration::ZERO,
+            1,
+        ));
         let w = GroupCommit::start(store, WriterLimits::default());
         let t = w.submit(batch(0)).expect("queued");
         assert_eq!(t.wait(), Err(Unavailable));

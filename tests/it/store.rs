@@ -3,15 +3,15 @@
 //! test that SIGKILLs a real writer process and checks what it acknowledged.
 
 use crate::support::scratch_dir;
+use portcullis::store::fault::FailingCommits;
 use portcullis::store::{
     Batch, GroupCommit, MemoryStore, RedbStore, Refused, Store, StoreError, Table, Unavailable,
     WriterLimits,
 };
 use portcullis::traffic::Rng;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,55 +76,6 @@ fn a_second_open_of_one_file_is_refused() {
     assert!(e.to_string().contains(&path.display().to_string()), "{e}");
 }
 
-/// Commits to memory after a pause that stands in for an fsync, and fails
-/// every commit from the `fail_at`th (1-based) on.
-struct Slow {
-    inner: MemoryStore,
-    pause: Duration,
-    commits: AtomicUsize,
-    fail_at: usize,
-}
-
-impl Slow {
-    fn new(pause: Duration, fail_at: usize) -> Slow {
-        Slow {
-            inner: MemoryStore::new(),
-            pause,
-            commits: AtomicUsize::new(0),
-            fail_at,
-        }
-    }
-}
-
-use portcullis::store::Entries;
-
-impl Store for Slow {
-    fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(t, k)
-    }
-    fn get_many(&self, k: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.inner.get_many(k)
-    }
-    fn scan_from(
-        &self,
-        t: Table,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Entries, StoreError> {
-        self.inner.scan_from(t, after, limit)
-    }
-    fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
-        std::thread::sleep(self.pause);
-        if self.commits.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_at {
-            return Err(StoreError::Commit {
-                path: PathBuf::from("slow"),
-                detail: "injected failure".into(),
-            });
-        }
-        self.inner.commit(batches)
-    }
-}
-
 fn batch(n: u64) -> Batch {
     let mut b = Batch::new();
     b.put(Table::Records, n.to_be_bytes(), vec![7u8; 48]);
@@ -184,7 +135,7 @@ fn hammer(store: Arc<dyn Store>) -> (Vec<Result<(), Unavailable>>, GroupCommit) 
 
 #[test]
 fn group_commit_shares_transactions() {
-    let store = Arc::new(Slow::new(Duration::from_millis(2), usize::MAX));
+    let store = Arc::new(FailingCommits::new(Duration::from_millis(2), usize::MAX));
     let (results, w) = hammer(store.clone());
     assert!(results.iter().all(Result::is_ok));
     let batches = SUBMITTERS * EACH;
@@ -229,7 +180,7 @@ fn group_commit_on_redb() {
 
 #[test]
 fn a_failed_commit_latches_for_good() {
-    let store = Arc::new(Slow::new(Duration::from_millis(1), 3));
+    let store = Arc::new(FailingCommits::new(Duration::from_millis(1), 3));
     let (results, w) = hammer(store);
     let first_err = results
         .iter()
