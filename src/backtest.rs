@@ -601,8 +601,9 @@ fn command_inner(o: &Options) -> Result<(), (u8, String)> {
         }
     };
     let mut engine = Engine::new(std::sync::Arc::new(paired.joint.clone()));
-    crate::cli::load_lists(&mut engine, &o.lists).map_err(|m| (2, m))?;
-    let input = crate::cli::open_events_for(&mut engine, &o.events).map_err(|m| (1, m))?;
+    crate::files::load_lists(&mut engine, &o.lists).map_err(|e| (2, e.to_string()))?;
+    let input =
+        crate::replay::open_events_for(&mut engine, &o.events).map_err(|e| (1, e.to_string()))?;
     let mut changes: Box<dyn Write> = match &o.changes {
         Some(p) => Box::new(io::BufWriter::new(std::fs::File::create(p).map_err(
             |e| (1, format!("cannot write changes file {}: {e}", p.display())),

@@ -747,7 +747,7 @@ fn action_text(a: Action) -> &'static str {
 /// the log, 1 when the id has no explanation or the input cannot be read,
 /// 2 when the rules or lists do not load.
 pub fn command(rules: Option<&Path>, lists: &[String], id: &str, events: &str) -> ExitCode {
-    let rules = match crate::cli::load_rules(rules) {
+    let rules = match crate::files::load_rules(rules) {
         Ok(r) => Arc::new(r),
         Err(msg) => {
             eprintln!("{msg}");
@@ -755,11 +755,11 @@ pub fn command(rules: Option<&Path>, lists: &[String], id: &str, events: &str) -
         }
     };
     let mut engine = Engine::new(rules);
-    if let Err(msg) = crate::cli::load_lists(&mut engine, lists) {
+    if let Err(msg) = crate::files::load_lists(&mut engine, lists) {
         eprintln!("{msg}");
         return ExitCode::from(2);
     }
-    let input = match crate::cli::open_events_for(&mut engine, events) {
+    let input = match crate::replay::open_events_for(&mut engine, events) {
         Ok(input) => input,
         Err(msg) => {
             eprintln!("{msg}");

@@ -722,7 +722,7 @@ fn write_new_key(path: &Path, rng: &SystemRandom) -> Result<(), KeyError> {
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    crate::tls::create_new_file(path, bytes, KEY_MODE).map_err(|source| {
+    crate::files::create_new_file(path, bytes, KEY_MODE).map_err(|source| {
         let path = path.to_path_buf();
         match source.kind() {
             io::ErrorKind::AlreadyExists => KeyError::Exists { path },

@@ -37,12 +37,14 @@
 //!   operator names (rules, lists, config, PEM).
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod backtest;
 pub mod cli;
 pub mod client;
 pub mod contract;
 pub mod engine;
 pub mod explain;
+pub mod files;
 pub mod history;
 pub mod keys;
 pub mod loadgen;

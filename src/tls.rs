@@ -61,9 +61,8 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -402,7 +401,7 @@ pub fn peer_of_connection(conn: &quinn::Connection) -> Result<Peer, TlsError> {
 pub const PEM_FILE_BYTES_MAX: usize = 64 << 20;
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    crate::cli::read_bytes_bounded(path, PEM_FILE_BYTES_MAX).map_err(|source| TlsError::Read {
+    crate::files::read_bytes_bounded(path, PEM_FILE_BYTES_MAX).map_err(|source| TlsError::Read {
         path: path.to_path_buf(),
         source,
     })
@@ -1006,22 +1005,8 @@ fn refuse_existing(path: &Path) -> Result<(), TlsError> {
     Ok(())
 }
 
-/// Creates a new file with its final mode (a key is never readable by
-/// others, not even for a moment), never replacing an existing one
-/// (`io::ErrorKind::AlreadyExists`), synced before it counts as written.
-/// The keys module writes its key files with it too.
-pub(crate) fn create_new_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    create_new_file(path, bytes, mode).map_err(|source| {
+    crate::files::create_new_file(path, bytes, mode).map_err(|source| {
         let path = path.to_path_buf();
         match source.kind() {
             io::ErrorKind::AlreadyExists => TlsError::Exists { path },

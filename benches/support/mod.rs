@@ -56,7 +56,7 @@ pub fn floor(input: &[u8], out: &mut Vec<u8>) -> u64 {
         match parse_line(text, AtRule::Required) {
             Ok(ev) => {
                 out.extend_from_slice(b"{\"id\":");
-                portcullis::replay::json_str(out, ev.id.as_deref().unwrap_or(""));
+                portcullis::contract::json_str(out, ev.id.as_deref().unwrap_or(""));
                 out.extend_from_slice(b",\"kind\":\"");
                 out.extend_from_slice(ev.kind.as_str().as_bytes());
                 out.extend_from_slice(b"\"}\n");

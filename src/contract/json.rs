@@ -245,6 +245,35 @@ impl<'de> Visitor<'de> for NestedSeed<'_> {
     }
 }
 
+/// Writes `s` as a JSON string: the one string writer of every line the
+/// gateway writes (answers, errors, alerts, the canonical form of an event),
+/// beside the reader, so both agree on what a string is.
+pub fn json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            buf.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            buf.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

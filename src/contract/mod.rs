@@ -12,6 +12,7 @@ mod json;
 pub mod time;
 
 use ident::{Eid, Iccid, IdentError, Imei, Imsi, Msisdn, Token};
+pub use json::json_str;
 use json::{JsonError, Raw};
 use std::borrow::Cow;
 use std::fmt;
@@ -281,7 +282,7 @@ impl Event {
         }
         fn text(buf: &mut Vec<u8>, first: &mut bool, k: &str, v: &str) {
             key(buf, first, k);
-            crate::replay::json_str(buf, v);
+            json_str(buf, v);
         }
         let mut first = true;
         let f = &mut first;

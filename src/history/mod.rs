@@ -13,7 +13,9 @@
 
 use crate::contract::ident::{Imei, Imsi, Msisdn, Token};
 use crate::contract::{Event, Timestamp};
-use crate::rules::{CompiledRules, Entity, Keep, Query, Series, Subject, Val, key_of, truth};
+use crate::rules::{
+    CompiledRules, Entity, Keep, Query, Series, Subject, Val, key_of, presence_bit, slot, truth,
+};
 use hashbrown::{HashMap, HashSet};
 use smallvec::SmallVec;
 
@@ -70,11 +72,6 @@ pub struct EntityState {
     /// with entries has its bit set (a set bit may be stale until the next
     /// removal recounts).
     present: u32,
-}
-
-/// The bit of `series` in an entity's mask of the series it holds.
-pub fn presence_bit(series: u16) -> u32 {
-    1 << series.min(31)
 }
 
 /// Entries kept inline per entity before spilling to the heap.
@@ -448,17 +445,6 @@ pub struct Facts<'h> {
     rules: &'h CompiledRules,
     /// The decision's time as (seconds, nanoseconds).
     now_at: (i64, u32),
-}
-
-/// The index of an entity kind in per-entity arrays.
-pub fn slot(e: Entity) -> usize {
-    match e {
-        Entity::Line => 0,
-        Entity::Device => 1,
-        Entity::Account => 2,
-        Entity::Agent => 3,
-        Entity::Store => 4,
-    }
 }
 
 impl History {

@@ -19,9 +19,10 @@
 //! written before a reload is laid out by the current ruleset when it is
 //! read back, as a reload lays out the states in memory.
 
-use super::{EntityState, Entry, History, LineState, TokKey, presence_bit};
+use super::{EntityState, Entry, History, LineState, TokKey};
 use crate::contract::Event;
 use crate::contract::ident::{Imei, Msisdn};
+use crate::rules::presence_bit;
 use std::fmt;
 
 /// The encoding's version.

@@ -1,6 +1,7 @@
 //! Tokens of the rules language, each with its line and column.
 
-use super::{Limits, RuleError};
+use super::error::RuleError;
+use super::limits::Limits;
 
 /// A 1-based position in a rules file (column in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

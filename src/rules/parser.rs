@@ -18,8 +18,9 @@
 //! kinds    := NAME | '[' NAME (',' NAME)* ']'
 //! ```
 
+use super::error::RuleError;
 use super::lexer::{Pos, Tok};
-use super::{Limits, RuleError};
+use super::limits::Limits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -267,7 +268,7 @@ impl<'a> Parser<'a> {
         }
         loop {
             if self.is_word("rule") {
-                let max = self.limits.rules_max.min(super::RULES_MAX_HARD);
+                let max = self.limits.rules_max.min(super::limits::RULES_MAX_HARD);
                 if file.rules.len() >= max {
                     return Err(RuleError::at(
                         self.pos(),

@@ -509,16 +509,13 @@ pub fn specialize(n: &Node, kind: HKind) -> Node {
 
 /// What `n` needs in history to be true, when that can be said from its
 /// shape: `Some((slot, bits))` when `n` is false unless the entity in
-/// [`crate::history::slot`] `slot` holds some series among `bits`
-/// ([`crate::history::presence_bit`]). `exists`, `latest(..) is`, `x in
+/// [`slot`] `slot` holds some series among `bits`
+/// ([`presence_bit`]). `exists`, `latest(..) is`, `x in
 /// ever(..)` and counts compared so that zero fails all need their series.
 pub fn need(n: &Node, qs: &[Query]) -> Option<(usize, u32)> {
     let of = |q: &u16| {
         let q = &qs[usize::from(*q)];
-        (
-            crate::history::slot(q.entity),
-            crate::history::presence_bit(q.series),
-        )
+        (slot(q.entity), presence_bit(q.series))
     };
     // Whether `count op c` is false at a count of zero.
     let zero_fails = |op: Cmp, c: i64| match op {
@@ -808,15 +805,6 @@ pub struct Describe<'r> {
 }
 
 impl<'r> Describe<'r> {
-    /// A describer for a compiled ruleset.
-    pub fn of(rules: &'r super::CompiledRules) -> Describe<'r> {
-        Describe {
-            queries: &rules.queries,
-            series: &rules.series,
-            lists: &rules.lists,
-        }
-    }
-
     /// The inside of a history function's parentheses:
     /// `[FIELD of] [completed] KINDS on ENTITY [within W] [where COND]`.
     pub fn query(&self, q: &Query) -> String {
@@ -1207,6 +1195,35 @@ pub fn val_text(v: Val<'_>, ty: Ty) -> String {
         Val::Id(k) => key_text(k, ty),
         Val::Str(s) => s.to_string(),
     }
+}
+
+/// The outcome rule of the contract: deny if any deny rule matched; else
+/// allow if an allow rule matched; else hold if a hold rule matched; else
+/// allow.
+pub fn outcome_of(deny: bool, allow: bool, hold: bool) -> Outcome {
+    if deny {
+        Outcome::Deny
+    } else if allow || !hold {
+        Outcome::Allow
+    } else {
+        Outcome::Hold
+    }
+}
+
+/// The index of an entity kind in per-entity arrays.
+pub fn slot(e: Entity) -> usize {
+    match e {
+        Entity::Line => 0,
+        Entity::Device => 1,
+        Entity::Account => 2,
+        Entity::Agent => 3,
+        Entity::Store => 4,
+    }
+}
+
+/// The bit of `series` in an entity's mask of the series it holds.
+pub fn presence_bit(series: u16) -> u32 {
+    1 << series.min(31)
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ pub struct FileConfig {
 
 impl FileConfig {
     pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = crate::cli::read_text_bounded(path, CONFIG_BYTES_MAX, "CONFIG_BYTES_MAX")
+        let text = crate::files::read_text_bounded(path, CONFIG_BYTES_MAX, "CONFIG_BYTES_MAX")
             .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
         FileConfig::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
     }

@@ -70,7 +70,7 @@ pub fn open(backing: &Backing) -> Result<Arc<dyn Store>, String> {
 /// a new store in an empty file): what it holds is pseudonyms and sealed
 /// values, and still no one else's to read.
 fn create_private_file(path: &Path) -> Result<(), String> {
-    match crate::tls::create_new_file(path, b"", 0o600) {
+    match crate::files::create_new_file(path, b"", 0o600) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(format!("cannot create the store {}: {e}", path.display())),

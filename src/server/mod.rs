@@ -180,7 +180,7 @@ pub struct Loaded {
 /// Reads and compiles the rules and reads the list files of `config`,
 /// checking that every decision the rules can give fits a frame.
 pub fn load(config: &Config) -> Result<Loaded, String> {
-    let rules = crate::cli::load_rules(config.rules.as_deref())?;
+    let rules = crate::files::load_rules(config.rules.as_deref()).map_err(|e| e.to_string())?;
     if let Err(bound) = crate::transport::wire::ruleset_fits(&rules, config.limits.frame_bytes_max)
     {
         return Err(format!(
@@ -196,7 +196,7 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
                 path.display()
             ));
         }
-        let values = crate::cli::read_list_file(path, rules.limits.list_items_max)
+        let values = crate::files::read_list_file(path, rules.limits.list_items_max)
             .map_err(|e| format!("list {name}: {e}"))?;
         lists.push((name.clone(), values));
     }

@@ -70,7 +70,7 @@ pub fn write_backup(store: &dyn Store, out: &Path) -> Result<Written, String> {
 }
 
 fn create_new_private(path: &Path) -> Result<(), String> {
-    crate::tls::create_new_file(path, b"", 0o600)
+    crate::files::create_new_file(path, b"", 0o600)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
@@ -201,13 +201,6 @@ fn restore(data: &Path, from: &Path) -> Result<Written, String> {
 
 /// Creates a data directory (and its parents), mode 0700, if missing.
 pub fn create_private_dir(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.as_os_str().is_empty() || dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    crate::files::create_private_dir(dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))
 }

@@ -14,9 +14,10 @@
 //! server checks with [`ruleset_fits`] before it serves that ruleset, so
 //! that a decision can never be too long to send.
 
+use crate::answer::{write_alert, write_decision};
+use crate::contract::json_str;
 use crate::contract::{self, AtRule, ContractError, ErrorCode, Event, ID_CHARS_MAX};
 use crate::engine::{Alert, Decided};
-use crate::replay::{json_str, write_alert, write_decision};
 use crate::rules::{CompiledRules, Outcome};
 use crate::transport::frame::FrameError;
 use serde_json::{Map, Value};

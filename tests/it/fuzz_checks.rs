@@ -4,11 +4,11 @@
 //!
 //! Each check takes arbitrary bytes and panics when a property fails.
 
-use portcullis::cli::list_file_values;
 use portcullis::contract::LIST_VALUE_CHARS_MAX;
 use portcullis::contract::{AtRule, Event, Timestamp, parse_line};
 use portcullis::engine::persist::{AdmitError, record_written_at};
 use portcullis::engine::{Engine, ReloadError};
+use portcullis::files::read_list;
 use portcullis::history::persist::decode;
 use portcullis::keys::{Keys, sealed_key_id};
 use portcullis::rules::{CompiledRules, Limits};
@@ -306,9 +306,10 @@ fn check_config(bytes: &[u8]) {
 }
 
 fn check_list_file(file: &[u8], values_max: usize) {
-    let values = match list_file_values(file, "fuzz.txt", values_max) {
+    let values = match read_list(file, "fuzz.txt", values_max) {
         Ok(values) => values,
         Err(e) => {
+            let e = e.to_string();
             let line = e
                 .strip_prefix("fuzz.txt:")
                 .and_then(|rest| rest.split(':').next())
