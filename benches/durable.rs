@@ -14,9 +14,9 @@
 //! Run: `cargo bench --bench durable`.
 
 use portcullis::client::Client;
+use portcullis::gateway::clock::SystemClock;
 use portcullis::loadgen::payloads::{Payloads, RunTag};
 use portcullis::loadgen::run::{RunSpec, Target, run};
-use portcullis::server::clock::SystemClock;
 use portcullis::server::{Config, Server};
 use portcullis::store::{RedbStore, Store};
 use std::path::PathBuf;

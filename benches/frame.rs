@@ -1,4 +1,4 @@
-//! The wire codec's cost per frame (`src/transport/`): encoding and decoding
+//! The wire codec's cost per frame (`src/edge/quic/`): encoding and decoding
 //! a typical request frame (a `sim_swap` of 271 bytes) and a decision
 //! response, and the whole sans-IO path of one request body (parse) and one
 //! answer (write and frame). The service spends this on every request beside
@@ -10,10 +10,10 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use portcullis::contract::{AtRule, parse_line};
+use portcullis::edge::quic::frame::{FrameDecoder, begin_frame, encode, end_frame};
+use portcullis::edge::quic::wire::{AWAIT_TIMEOUT_MS_MAX_DEFAULT, decision_body, parse_request};
 use portcullis::engine::Decided;
 use portcullis::rules::{CompiledRules, Outcome};
-use portcullis::transport::frame::{FrameDecoder, begin_frame, encode, end_frame};
-use portcullis::transport::wire::{AWAIT_TIMEOUT_MS_MAX_DEFAULT, decision_body, parse_request};
 use std::hint::black_box;
 
 /// A request as back offices send them, every optional field set: 271 bytes.

@@ -100,8 +100,8 @@ fn build(tls: &Path, data: &Path, subscribers: u64) {
             batches.clear();
         }
     }
-    batches.push(portcullis::server::durable::rulesets_batch(&engine, 0));
-    batches.push(portcullis::server::durable::check_format(&store).expect("format"));
+    batches.push(portcullis::gateway::durable::rulesets_batch(&engine, 0));
+    batches.push(portcullis::gateway::durable::check_format(&store).expect("format"));
     store.commit(&batches).expect("commit");
 }
 

@@ -13,8 +13,8 @@
 //! Nothing that arrives from the network is unwrapped: each failure is a
 //! [`ClientError`] naming what broke.
 
+use crate::edge::quic::frame::{FRAME_BYTES_MAX_DEFAULT, FrameDecoder, FrameError, LENGTH_BYTES};
 use crate::tls::{self, ClientFiles, Peer, TlsError};
-use crate::transport::frame::{FRAME_BYTES_MAX_DEFAULT, FrameDecoder, FrameError, LENGTH_BYTES};
 use bytes::{Buf, Bytes};
 use clap::Args;
 use std::fmt;
@@ -460,7 +460,7 @@ pub fn frame_into(
             max: frame_bytes_max,
         });
     }
-    crate::transport::frame::encode_max(body, frame_bytes_max, out)?;
+    crate::edge::quic::frame::encode_max(body, frame_bytes_max, out)?;
     Ok(())
 }
 

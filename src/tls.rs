@@ -49,6 +49,7 @@
 //! random bytes from the system's generator (unique per CA, so CRLs name one
 //! certificate each). Key material is never logged or printed.
 
+pub use crate::gateway::access::{Peer, Role};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
@@ -118,52 +119,6 @@ const CRL_DAYS: i64 = 30;
 const KEY_MODE: u32 = 0o600;
 const CERT_MODE: u32 = 0o644;
 
-/// What a client may do, carried in its certificate as the URI SAN
-/// `portcullis:role:<role>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// A back-office system: sends decision requests and signals.
-    Caller,
-    /// A fraud analyst's tooling: also `verification`, `list_add` and
-    /// `list_remove`.
-    Analyst,
-    /// Operations: everything an analyst may do (and operator actions).
-    Admin,
-}
-
-impl Role {
-    /// Every role, in order of privilege.
-    pub const ALL: [Role; 3] = [Role::Caller, Role::Analyst, Role::Admin];
-
-    /// The role's name as written in certificates and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Caller => "caller",
-            Role::Analyst => "analyst",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Parses `caller`, `analyst` or `admin` (exactly, lower case: a role
-    /// is compared as written in a certificate, never normalised).
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    /// Whether the role may send `verification`, `list_add` and
-    /// `list_remove` (analyst and admin): those change what later decisions
-    /// see, so a caller system may not.
-    pub fn may_verify_and_edit_lists(self) -> bool {
-        matches!(self, Role::Analyst | Role::Admin)
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl FromStr for Role {
     type Err = TlsError;
     fn from_str(s: &str) -> Result<Role, TlsError> {
@@ -171,14 +126,6 @@ impl FromStr for Role {
             given: s.to_string(),
         })
     }
-}
-
-/// Who is on the other end of a connection, read from its certificate by
-/// [`peer_of`]. Request ids are scoped to `name`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Peer {
-    pub name: String,
-    pub role: Role,
 }
 
 /// Everything that can go wrong here, each naming the file (or the

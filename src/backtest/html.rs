@@ -5,7 +5,7 @@
 //! Every text that comes from input (ids, rule names, labels, stories) is
 //! escaped: an id may hold any character.
 
-use super::{Backtest, OUTCOMES, names, share};
+use super::tally::{Backtest, HISTORY_NOTE, OUTCOMES, Outcomes, names, percent, share};
 use crate::rules::Outcome;
 use std::fmt::Write as _;
 
@@ -63,7 +63,7 @@ pub fn render(bt: &Backtest, hot_share: f64) -> String {
         bt.events,
         bt.requests,
         bt.changed,
-        super::HISTORY_NOTE,
+        HISTORY_NOTE,
     );
     outcome_table(&mut h, bt);
     days_chart(&mut h, bt);
@@ -113,7 +113,7 @@ fn days_chart(h: &mut String, bt: &Backtest) {
     );
     let days: Vec<_> = bt.days.iter().collect();
     let days = &days[days.len().saturating_sub(CHART_DAYS_MAX)..];
-    let stopped = |o: &super::Outcomes| o[Outcome::Hold as usize] + o[Outcome::Deny as usize];
+    let stopped = |o: &Outcomes| o[Outcome::Hold as usize] + o[Outcome::Deny as usize];
     let top = days
         .iter()
         .map(|(_, (a, b))| stopped(a).max(stopped(b)))
@@ -361,7 +361,7 @@ fn labels_table(h: &mut String, bt: &Backtest) {
     if bt.labeled == 0 {
         return;
     }
-    let pct = super::percent;
+    let pct = percent;
     let _ = write!(
         h,
         "<h2>Labels</h2><p>{} labeled requests; stopped means held or denied.</p>\

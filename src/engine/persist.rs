@@ -198,7 +198,7 @@ impl Engine {
     }
 
     /// Drops the state of `id` from memory; the store must hold it as it
-    /// is (see `server::cache`). Returns whether it was there.
+    /// is (see `gateway::cache`). Returns whether it was there.
     pub fn evict_entity(&mut self, id: &EntityId) -> bool {
         self.state.history.evict(id)
     }

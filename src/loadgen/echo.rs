@@ -13,9 +13,9 @@
 //! context, and stopping it never drops a runtime inside another.
 
 use crate::client::AnswerReader;
+use crate::edge::quic::frame::encode_max;
 use crate::server::{Limits, quic_transport};
 use crate::tls::{self, ServerFiles, TlsError};
-use crate::transport::frame::encode_max;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;

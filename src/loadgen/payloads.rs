@@ -14,8 +14,8 @@
 //! place ([`Payloads::retag`]) without generating them again.
 
 use crate::contract::{Event, Kind};
+use crate::edge::quic::frame::{FrameError, LENGTH_BYTES, encode};
 use crate::traffic::{self, Generator};
-use crate::transport::frame::{FrameError, LENGTH_BYTES, encode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -13,9 +13,9 @@
 //! allows plus the requests due in [`OPEN_WAIT`].
 
 use crate::client::{AnswerReader, Client, ClientError};
+use crate::edge::quic::frame::FRAME_BYTES_MAX_DEFAULT;
+use crate::edge::quic::wire::Code;
 use crate::loadgen::payloads::Payloads;
-use crate::transport::frame::FRAME_BYTES_MAX_DEFAULT;
-use crate::transport::wire::Code;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::Deserialize;

@@ -1,8 +1,8 @@
 //! Type checking and compilation: syntax tree to [`Program`](super::CompiledRules),
 //! deriving the history plan from the queries the rules make.
 
+use super::error::Pos;
 use super::error::RuleError;
-use super::lexer::Pos;
 use super::limits::Limits;
 use super::parser::{self, Ast, CmpOp, FileAst, Func, QueryAst};
 use super::program::*;

@@ -4,8 +4,9 @@
 //! the history plan), then the plans.
 
 use super::compile;
+use super::error::Pos;
 use super::error::RuleError;
-use super::lexer::{self, Pos};
+use super::lexer;
 use super::limits::Limits;
 use super::parser;
 use super::program::{self, *};

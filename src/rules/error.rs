@@ -1,8 +1,14 @@
-//! A compile error (file, line, column, what is wrong, a hint), and how a
-//! command prints a file's errors.
+//! A compile error (file, line, column, what is wrong, a hint), where it
+//! is ([`Pos`]), and how a command prints a file's errors.
 
-use super::lexer::Pos;
 use std::fmt;
+
+/// A 1-based position in a rules file (column in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
 
 /// A compile error: where, what, and a hint.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,7 @@
 //! Tokens of the rules language, each with its line and column.
 
-use super::error::RuleError;
+use super::error::{Pos, RuleError};
 use super::limits::Limits;
-
-/// A 1-based position in a rules file (column in characters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Pos {
-    pub line: u32,
-    pub col: u32,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tok {

@@ -22,8 +22,8 @@ mod parser;
 pub mod program;
 
 pub use compiled::{CompiledRules, DEFAULT_RULES, Plan};
+pub use error::Pos;
 pub use error::{RuleError, render_errors};
-pub use lexer::Pos;
 pub use limits::{Limits, RULES_MAX_HARD};
 pub use paired::{Paired, Verdict};
 pub use program::*;

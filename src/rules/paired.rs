@@ -2,8 +2,8 @@
 //! deciding, the new rules beside it in shadow.
 
 use super::compiled::CompiledRules;
+use super::error::Pos;
 use super::error::RuleError;
-use super::lexer::Pos;
 use super::limits::{Limits, RULES_MAX_HARD};
 use super::parser;
 use super::program::*;

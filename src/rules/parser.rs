@@ -18,8 +18,9 @@
 //! kinds    := NAME | '[' NAME (',' NAME)* ']'
 //! ```
 
+use super::error::Pos;
 use super::error::RuleError;
-use super::lexer::{Pos, Tok};
+use super::lexer::Tok;
 use super::limits::Limits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

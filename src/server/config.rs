@@ -6,8 +6,9 @@
 //! never silently ignored. The file names where things are; it never holds
 //! a key or a secret.
 
-use crate::transport::frame::{FRAME_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_LIMIT};
-use crate::transport::wire::{AWAIT_TIMEOUT_MS_MAX_DEFAULT, ERROR_BODY_BYTES_MAX};
+use crate::edge::quic::frame::{FRAME_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_LIMIT};
+use crate::edge::quic::wire::{AWAIT_TIMEOUT_MS_MAX_DEFAULT, ERROR_BODY_BYTES_MAX};
+use crate::gateway::limits::DeciderLimits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -150,6 +151,18 @@ impl Limits {
 
     pub fn request_deadline(&self) -> Duration {
         Duration::from_millis(self.request_deadline_ms)
+    }
+
+    /// The limits the decider enforces.
+    pub fn decider(&self) -> DeciderLimits {
+        DeciderLimits {
+            queue_requests_max: self.queue_requests_max,
+            request_deadline: self.request_deadline(),
+            await_timeout_ms_max: self.await_timeout_ms_max,
+            awaits_max: self.awaits_max,
+            alerts_kept_max: self.alerts_kept_max,
+            cache_bytes_max: self.cache_bytes_max,
+        }
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -1,38 +1,32 @@
-//! `portcullis serve`: the decision core on QUIC.
+//! `portcullis serve`: the process around the gateway.
 //!
-//! The runtime around the sans-IO [`crate::transport::service::Service`]:
 //! - [`config`]: the TOML file, the flags over it, and the named limits.
-//! - [`connection`]: the QUIC endpoint's connections and streams, moving
-//!   frames to the engine thread and answers back in order.
-//! - [`decider`]: the engine thread, where every request is decided in one
-//!   total order, with the `await`s waiting on holds.
-//! - [`clock`]: the clock, an interface the tests drive.
-//! - [`alerts`]: the alerts raised, kept for the operator surface.
+//! - here: open the gateway ([`crate::gateway::durable`], the
+//!   [`crate::gateway::decider::Decider`]), start the QUIC edge
+//!   ([`crate::edge::quic::connection`]) and the control socket, and own
+//!   signals, reload (rules, lists, TLS files and CRL, all or nothing) and
+//!   shutdown.
 //!
 //! Shutdown follows tokio's mini-redis: a broadcast (a watch channel) tells
 //! every task, and the server waits, at most `shutdown_grace_ms`, until
 //! every stream task has dropped its handle of an mpsc channel.
 
-pub mod alerts;
-pub mod cache;
-pub mod clock;
 pub mod config;
-pub mod connection;
-pub mod control;
-pub mod decider;
-pub mod durable;
 
 pub use config::{Config, ConfigError, FileConfig, Limits, StoreKind, quic_transport};
 
+use crate::edge::control;
+use crate::edge::quic::connection;
 use crate::engine::{Engine, EngineLimits, FingerprintKey};
+use crate::gateway::alerts::AlertStore;
+use crate::gateway::clock::{Clock, SystemClock};
+use crate::gateway::decider::{Decider, EngineChange};
+use crate::gateway::durable::{self, Backing};
+use crate::gateway::service::Service;
 use crate::keys::Keys;
 use crate::rules::CompiledRules;
-use crate::transport::service::Service;
-use alerts::AlertStore;
 use clap::Args;
-use clock::{Clock, SystemClock};
 use connection::{ConnectionSlot, Shared, shutting_down};
-use decider::{Decider, EngineChange};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -121,10 +115,10 @@ impl ServeError {
 
 impl Config {
     /// Where state is kept.
-    pub fn backing(&self) -> durable::Backing {
+    pub fn backing(&self) -> Backing {
         match (&self.data, self.store) {
-            (Some(dir), StoreKind::Redb) => durable::Backing::Redb(dir.join(durable::STORE_FILE)),
-            _ => durable::Backing::Memory,
+            (Some(dir), StoreKind::Redb) => Backing::Redb(dir.join(durable::STORE_FILE)),
+            _ => Backing::Memory,
         }
     }
 
@@ -181,7 +175,7 @@ pub struct Loaded {
 /// checking that every decision the rules can give fits a frame.
 pub fn load(config: &Config) -> Result<Loaded, String> {
     let rules = crate::files::load_rules(config.rules.as_deref()).map_err(|e| e.to_string())?;
-    if let Err(bound) = crate::transport::wire::ruleset_fits(&rules, config.limits.frame_bytes_max)
+    if let Err(bound) = crate::edge::quic::wire::ruleset_fits(&rules, config.limits.frame_bytes_max)
     {
         return Err(format!(
             "the ruleset's longest decision is {bound} bytes, over frame_bytes_max {}: shorten its label, rule or method names",
@@ -249,7 +243,7 @@ pub fn keys_for(config: &Config) -> Result<(Keys, KeySource), ServeError> {
     }
     // Keys for this process alone cannot open what it keeps on disk after
     // a restart: only a store in memory may use them.
-    if let durable::Backing::Redb(path) = config.backing() {
+    if let Backing::Redb(path) = config.backing() {
         return Err(ServeError::Keys(format!(
             "the store {} needs keys that outlive the process: give --keys DIR, a credentials directory holding pseudonym.key, or a TLS directory written by `portcullis certs dev` (it holds development keys); or --store memory",
             path.display()
@@ -295,7 +289,7 @@ impl Server {
     /// tokio runtime (with the time and I/O drivers).
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Server, ServeError> {
         let store = match config.backing() {
-            durable::Backing::Memory => None,
+            Backing::Memory => None,
             backing => Some(durable::open(&backing).map_err(ServeError::Store)?),
         };
         Server::start_over(config, clock, store).await
@@ -355,7 +349,7 @@ impl Server {
         let decider = Arc::new(Decider::new(
             service,
             clock.clone(),
-            &config.limits,
+            &config.limits.decider(),
             alerts.clone(),
             keys,
             durable,
@@ -629,7 +623,7 @@ pub fn command(o: &ServeOptions) -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
-    if config.backing() == durable::Backing::Memory {
+    if config.backing() == Backing::Memory {
         tracing::warn!("state is held in memory and lost at exit: give --data DIR to keep it");
     }
     let server = match Server::start(config, Arc::new(SystemClock)).await {

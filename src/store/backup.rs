@@ -24,7 +24,7 @@ use std::time::Duration;
 /// The control socket's name in the data directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
 
-/// The store file's name in the data directory (as `server::durable`).
+/// The store file's name in the data directory (as `gateway::durable`).
 const STORE_FILE: &str = "portcullis.redb";
 
 /// Entries written to the backup per transaction: bounds the memory a

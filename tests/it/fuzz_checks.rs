@@ -6,6 +6,10 @@
 
 use portcullis::contract::LIST_VALUE_CHARS_MAX;
 use portcullis::contract::{AtRule, Event, Timestamp, parse_line};
+use portcullis::edge::quic::frame::{
+    FRAME_BYTES_MAX_LIMIT, FrameDecoder, FrameError, LENGTH_BYTES, split_frame,
+};
+use portcullis::edge::quic::wire::{Request, parse_request};
 use portcullis::engine::persist::{AdmitError, record_written_at};
 use portcullis::engine::{Engine, ReloadError};
 use portcullis::files::read_list;
@@ -13,10 +17,6 @@ use portcullis::history::persist::decode;
 use portcullis::keys::{Keys, sealed_key_id};
 use portcullis::rules::{CompiledRules, Limits};
 use portcullis::server::{FileConfig, quic_transport};
-use portcullis::transport::frame::{
-    FRAME_BYTES_MAX_LIMIT, FrameDecoder, FrameError, LENGTH_BYTES, split_frame,
-};
-use portcullis::transport::wire::{Request, parse_request};
 use std::sync::{Arc, OnceLock};
 
 /// The `await_timeout_ms_max` the wire check passes to `parse_request`.

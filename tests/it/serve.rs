@@ -5,10 +5,10 @@
 
 use crate::support::{rt, scratch_dir};
 use portcullis::contract::Timestamp;
-use portcullis::server::clock::{Clock, ManualClock, SystemClock};
+use portcullis::edge::quic::frame::{FrameDecoder, encode};
+use portcullis::gateway::clock::{Clock, ManualClock, SystemClock};
 use portcullis::server::{Config, Server};
 use portcullis::tls::{self, ClientFiles, Role};
-use portcullis::transport::frame::{FrameDecoder, encode};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

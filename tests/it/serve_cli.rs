@@ -1,8 +1,8 @@
 //! The `portcullis serve` binary: its log line, exit codes, signals.
 
 use crate::support::{rt, scratch_dir};
+use portcullis::edge::quic::frame::{FrameDecoder, encode};
 use portcullis::tls::{self, ClientFiles};
-use portcullis::transport::frame::{FrameDecoder, encode};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

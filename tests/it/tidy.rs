@@ -647,7 +647,7 @@ fn no_default_rule_is_written_in_rust() {
 /// One reference from a file's non-test code to another module's file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Import {
-    /// The importing file's module path (`transport::wire`).
+    /// The importing file's module path (`edge::quic::wire`).
     from: String,
     /// The imported file's module path.
     to: String,
@@ -809,7 +809,8 @@ fn absolute(
 /// B's module (`crate::...`, `super::...`, `self::...`, or a child the file
 /// declares with `mod x;`), resolved to the longest prefix that is a module
 /// file. Paths to the crate root or to no module file make no edge, nor do a
-/// file's paths to itself or its `mod x;` declarations.
+/// file's paths to itself, its `mod x;` declarations, or its `pub use` of
+/// its own descendants (a module's facade re-exporting its parts).
 fn import_graph(sources: &[(String, String)]) -> Graph {
     let modules: BTreeSet<String> = sources
         .iter()
@@ -851,6 +852,10 @@ fn import_graph(sources: &[(String, String)]) -> Graph {
                 i = end;
                 continue;
             }
+            // `pub use child::X;` is the facade of a module re-exporting its
+            // own parts, not a dependency: a child may use its parent's
+            // other items without the two making a loop.
+            let reexport = after("use") && i > 1 && matches!(text(i - 2), "pub" | ")");
             let here: Vec<String> = file_module.iter().chain(&scopes[i]).cloned().collect();
             for leaf in leaves {
                 let mut segments: Vec<&str> = leaf.iter().map(|&s| text(s)).collect();
@@ -867,6 +872,9 @@ fn import_graph(sources: &[(String, String)]) -> Graph {
                 let Some(to) = to.filter(|to| *to != from) else {
                     continue;
                 };
+                if reexport && to.starts_with(&format!("{from}::")) {
+                    continue;
+                }
                 imports.push(Import {
                     from: from.clone(),
                     to,
@@ -891,7 +899,7 @@ fn src_sources() -> Vec<(String, String)> {
 }
 
 /// The imports between top-level modules (the first segment of a module
-/// path: `transport::wire` is `transport`), each with the import behind it.
+/// path: `edge::quic::wire` is `edge`), each with the import behind it.
 fn top_level(imports: &[Import]) -> Vec<Import> {
     let top = |m: &str| m.split("::").next().unwrap_or(m).to_string();
     imports
@@ -1260,11 +1268,11 @@ fn the_loop_check_finds_a_planted_loop() {
              b -> a: src/b.rs:5 crate::a::c::run"]
     );
 
-    // A parent re-exporting its child, the child importing the parent.
+    // A parent using its child, the child importing the parent.
     let graph = import_graph(&sources(&[
         (
             "src/m/mod.rs",
-            "//! m\nmod child;\npub use child::X;\npub struct Y;\n",
+            "//! m\nmod child;\nuse child::X;\npub struct Y;\n",
         ),
         (
             "src/m/child.rs",
@@ -1279,6 +1287,20 @@ fn the_loop_check_finds_a_planted_loop() {
              m::child -> m: src/m/child.rs:2 super::Y"]
     );
     assert_eq!(top, Vec::<String>::new());
+
+    // A parent that only re-exports its child is its facade: no loop.
+    let graph = import_graph(&sources(&[
+        (
+            "src/m/mod.rs",
+            "//! m\nmod child;\npub use child::X;\npub(crate) use self::child::Z;\npub struct Y;\n",
+        ),
+        (
+            "src/m/child.rs",
+            "//! child\nuse super::Y;\npub struct X(pub Y);\npub struct Z;\n",
+        ),
+    ]));
+    assert_eq!(edges(&graph), ["m::child -> m"]);
+    assert_eq!(all_loops(&graph), (vec![], vec![]));
 
     // Without the re-export there is no loop: `mod child;` is no import.
     let graph = import_graph(&sources(&[
@@ -1398,10 +1420,7 @@ use crate::x::Me;
             "src/a/mod.rs",
             "//! a\npub mod b;\npub mod inner { use super::b::B; }\n",
         ),
-        (
-            "src/a/b/mod.rs",
-            "//! a::b\npub mod c;\npub use self::c::C;\n",
-        ),
+        ("src/a/b/mod.rs", "//! a::b\npub mod c;\nuse self::c::C;\n"),
         (
             "src/a/b/c.rs",
             "//! a::b::c\nuse super::super::x::{self, X};\nfn f() { super::super::B }\n",

@@ -7,6 +7,8 @@
 //! round trip on a stream; refused when the server never gets a connection.
 
 use crate::support::rt;
+use portcullis::contract::Kind;
+use portcullis::gateway::access::may_send;
 use portcullis::tls::{self, ClientFiles, Peer, Role, ServerFiles, TlsError};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -563,9 +565,9 @@ fn role_names_round_trip() {
     }
     assert_eq!(Role::parse("Admin"), None);
     assert!("root".parse::<Role>().is_err());
-    assert!(!Role::Caller.may_verify_and_edit_lists());
-    assert!(Role::Analyst.may_verify_and_edit_lists());
-    assert!(Role::Admin.may_verify_and_edit_lists());
+    assert!(!may_send(Role::Caller, Kind::Verification));
+    assert!(may_send(Role::Analyst, Kind::Verification));
+    assert!(may_send(Role::Admin, Kind::Verification));
 }
 
 #[test]

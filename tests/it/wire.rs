@@ -18,13 +18,13 @@
 
 use crate::support::{read, repo};
 use portcullis::contract::{Event, Timestamp};
-use portcullis::engine::{Answer, Engine};
-use portcullis::rules::CompiledRules;
-use portcullis::transport::frame::{FRAME_BYTES_MAX_DEFAULT, FrameDecoder, FrameError};
-use portcullis::transport::wire::{
+use portcullis::edge::quic::frame::{FRAME_BYTES_MAX_DEFAULT, FrameDecoder, FrameError};
+use portcullis::edge::quic::wire::{
     AWAIT_TIMEOUT_MS_MAX_DEFAULT, Code, Request, WireError, decision_body, parse_request,
     signal_body,
 };
+use portcullis::engine::{Answer, Engine};
+use portcullis::rules::CompiledRules;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;

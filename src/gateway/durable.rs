@@ -10,13 +10,21 @@
 use crate::engine::{Engine, FingerprintKey};
 use crate::keys::Keys;
 use crate::rules::{CompiledRules, Limits as RuleLimits};
-use crate::server::decider::Durable;
 use crate::store::{
     Batch, GroupCommit, MemoryStore, Persist, RedbStore, Restored, Store, Table, WriterLimits,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The store behind the engine: what a request needs is read before the
+/// lock, what it changed is written in decision order, and its answer
+/// waits for the commit.
+pub struct Durable {
+    pub store: Arc<dyn Store>,
+    pub writer: GroupCommit,
+    pub persist: Persist,
+}
 
 /// The store file's name in the data directory.
 pub const STORE_FILE: &str = "portcullis.redb";
@@ -188,9 +196,9 @@ mod tests {
     use super::*;
     use crate::contract::{AtRule, parse_line};
     use crate::engine::{Changes, EngineLimits};
+    use crate::gateway::access::{Peer, Role};
+    use crate::gateway::service::{Prepared, Service};
     use crate::store::Loaded;
-    use crate::tls::{Peer, Role};
-    use crate::transport::service::{Prepared, Service};
 
     /// A generated trace of `events` events over `subscribers`, and replay's
     /// decision lines for it.
@@ -263,7 +271,7 @@ mod tests {
     fn handle_cached(
         s: &mut Service,
         d: &Durable,
-        cache: Option<&mut crate::server::cache::EntityCache>,
+        cache: Option<&mut crate::gateway::cache::EntityCache>,
         peer: &Peer,
         line: &str,
     ) -> String {
@@ -272,7 +280,7 @@ mod tests {
             .at
             .expect("replay lines carry at");
         let mut out = Vec::new();
-        let prepared = s.prepare(peer, line.as_bytes(), &mut out);
+        let prepared = s.prepare_body(peer, line.as_bytes(), &mut out);
         let mut loaded = match &prepared {
             Prepared::Event { ev, .. } => d
                 .persist
@@ -363,7 +371,7 @@ mod tests {
         let (store, keys, admin) = (memory_store(), random_keys(), admin());
         let (mut s, d) = open_service(&store, &keys);
         let bytes_max = 32 << 10;
-        let mut cache = crate::server::cache::EntityCache::new(bytes_max);
+        let mut cache = crate::gateway::cache::EntityCache::new(bytes_max);
         let mut got = Vec::new();
         for line in String::from_utf8(input).expect("UTF-8").lines() {
             let body = handle_cached(&mut s, &d, Some(&mut cache), &admin, line);
@@ -527,7 +535,7 @@ mod tests {
                 plain.engine_mut().load_rules(b.clone()).expect("reload");
             }
             let mut out = Vec::new();
-            plain.handle(&admin, line.as_bytes(), at(line), &mut out);
+            plain.handle_body(&admin, line.as_bytes(), at(line), &mut out);
             if i >= half {
                 want.push(String::from_utf8(out).expect("UTF-8"));
             }

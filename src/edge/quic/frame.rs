@@ -128,7 +128,7 @@ pub fn split_frame(
 /// rest of the chunk:
 ///
 /// ```
-/// use portcullis::transport::frame::{FrameDecoder, encode};
+/// use portcullis::edge::quic::frame::{FrameDecoder, encode};
 /// let mut wire = Vec::new();
 /// encode(br#"{"kind":"lock"}"#, &mut wire).unwrap();
 /// encode(br#"{"kind":"unlock"}"#, &mut wire).unwrap();

@@ -24,18 +24,19 @@
 //! take the same lock, so they fall between two requests and no request
 //! sees half of one.
 
+use crate::answer::{WireCode, error_body};
 use crate::contract::Kind;
 use crate::engine::Changes;
 use crate::engine::{Alert, Engine};
+use crate::gateway::access::Peer;
+use crate::gateway::alerts::AlertStore;
+use crate::gateway::cache::EntityCache;
+use crate::gateway::clock::Clock;
+use crate::gateway::durable::{Durable, rulesets_batch};
+use crate::gateway::limits::DeciderLimits;
+use crate::gateway::service::{self, Prepared, Request, Service, Step, Waiting};
 use crate::keys::{IdKind, Keys};
-use crate::server::alerts::AlertStore;
-use crate::server::cache::EntityCache;
-use crate::server::clock::Clock;
-use crate::server::config::Limits;
-use crate::store::{GroupCommit, Loaded, Persist, Store, Ticket};
-use crate::tls::Peer;
-use crate::transport::service::{self, Prepared, Service, Step, Waiting};
-use crate::transport::wire::{self, WireCode};
+use crate::store::{GroupCommit, Loaded, Store, Ticket};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -57,15 +58,6 @@ pub enum Decided {
     /// Written once the ticket says the change (and every earlier one) is
     /// durable; `unavailable` if it never will be.
     Durable(Ticket, Vec<u8>),
-}
-
-/// The store behind the engine: what a request needs is read before the
-/// lock, what it changed is written in decision order, and its answer
-/// waits for the commit.
-pub struct Durable {
-    pub store: Arc<dyn Store>,
-    pub writer: GroupCommit,
-    pub persist: Persist,
 }
 
 /// Entity states read per page of the store's pruning.
@@ -149,7 +141,7 @@ pub fn overloaded() -> Vec<u8> {
 /// An error body without an id: the request was not read.
 pub fn refusal(code: WireCode, message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(192);
-    wire::error_body(None, code, None, message, &mut out);
+    error_body(None, code, None, message, &mut out);
     out
 }
 
@@ -157,7 +149,7 @@ impl Decider {
     pub fn new(
         service: Service,
         clock: Arc<dyn Clock>,
-        limits: &Limits,
+        limits: &DeciderLimits,
         alerts: Arc<AlertStore>,
         keys: Arc<Keys>,
         durable: Option<Durable>,
@@ -190,7 +182,7 @@ impl Decider {
             }),
             in_progress: Arc::new(AtomicUsize::new(0)),
             queue_requests_max: limits.queue_requests_max,
-            deadline: limits.request_deadline(),
+            deadline: limits.request_deadline,
             timer: Notify::new(),
         }
     }
@@ -214,11 +206,18 @@ impl Decider {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Decides one request body from `peer`, read at `read_at`.
-    pub fn decide(&self, peer: &Peer, body: &[u8], read_at: Instant) -> Decided {
+    /// The longest `timeout_ms` an `await` may ask for: what an edge
+    /// parses requests with.
+    pub fn await_timeout_ms_max(&self) -> u64 {
+        self.await_timeout_ms_max
+    }
+
+    /// Decides one request from `peer` (parsed by its edge), read at
+    /// `read_at`.
+    pub fn decide(&self, peer: &Peer, request: Request, read_at: Instant) -> Decided {
         let mut out = Vec::with_capacity(256);
-        // Parsing and checking read no state: done before the lock.
-        let prepared = service::prepare(peer, body, self.await_timeout_ms_max, &mut out);
+        // The role check and the id's scope read no state: done before the lock.
+        let prepared = service::prepare(peer, request, &mut out);
         if prepared == Prepared::Answered {
             return Decided::Now(out);
         }
@@ -284,7 +283,7 @@ impl Decider {
         // A new ruleset is kept before any record it decides: queued under
         // the lock, so ahead of every later decision's batch.
         if let Some(d) = &core.durable {
-            let batch = super::durable::rulesets_batch(core.service.engine(), kept);
+            let batch = rulesets_batch(core.service.engine(), kept);
             if !batch.is_empty() {
                 let ticket = d.writer.submit(batch).map_err(|e| {
                     d.writer.fail();

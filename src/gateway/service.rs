@@ -1,12 +1,12 @@
-//! The service's decision step, sans-IO: one request body from one peer in,
-//! one response body out. `portcullis serve` wraps it in QUIC streams and a
-//! clock; tests call it directly.
+//! The service's decision step, sans-IO: one request from one peer in
+//! (typed: its edge parsed it), one response body out (written by
+//! [`crate::answer`], the same for every edge). `portcullis serve` wraps it
+//! in the decider, QUIC streams and a clock; tests call it directly.
 //!
 //! What it owns, on top of the engine:
-//! - **Roles.** A caller may send the decision kinds, `device_seen`,
-//!   `auth_failure`, `fraud_report`, `lock`, `unlock` and `await`;
-//!   `verification`, `list_add` and `list_remove` need the analyst or admin
-//!   role and otherwise get `forbidden` (field `kind`). Nothing changes.
+//! - **Roles.** What each role may send is the one table in
+//!   [`crate::gateway::access`]; anything else gets `forbidden` (field
+//!   `kind`) and nothing changes.
 //! - **Id scopes.** Ids are scoped to the peer's name: the engine sees
 //!   `NAME:ID`. Names never hold `:` ([`crate::tls::check_name`]), so two
 //!   clients' ids never meet. A verification names a hold as `CLIENT:ID`
@@ -20,10 +20,27 @@
 //!   backwards: a client's `at` is checked for form by the parser and never
 //!   used for windows or order.
 
+use crate::answer::{WireCode, decision_body, error_body, signal_body};
 use crate::contract::{Event, Kind, Timestamp};
 use crate::engine::{Alert, Answer, Engine};
-use crate::tls::{Peer, Role};
-use crate::transport::wire::{self, Request, WireCode};
+use crate::gateway::access::{Peer, may_send};
+
+/// One request, parsed by its edge: what the gateway decides.
+// Nearly every request is an event: boxing it would add an allocation per
+// request to save stack space only for the rare `await`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A contract v1 event; `at`, when the client sent one, is checked for
+    /// form and recorded, never used as the engine's clock.
+    Event(Event),
+    /// Wait until the request whose `id` is `reference` is no longer on hold,
+    /// or `timeout_ms` passes.
+    Await {
+        reference: Box<str>,
+        timeout_ms: u64,
+    },
+}
 
 /// The separator between a client's name and its id in the engine.
 pub const SCOPE_SEPARATOR: char = ':';
@@ -54,8 +71,7 @@ fn unscoped(scoped: &str) -> &str {
         .map_or(scoped, |(_, id)| id)
 }
 
-/// A request body parsed and checked, not yet applied: see
-/// [`Service::prepare`].
+/// A request checked and scoped, not yet applied: see [`prepare`].
 // An event is moved once, from parsing to the engine: boxing it would cost
 // an allocation per request to shrink a value that lives microseconds.
 #[allow(clippy::large_enum_variant)]
@@ -69,16 +85,10 @@ pub enum Prepared {
     Event { own_id: Option<Box<str>>, ev: Event },
 }
 
-/// [`Service::prepare`], for a server that holds no service while it
-/// prepares.
-pub fn prepare(peer: &Peer, body: &[u8], await_timeout_ms_max: u64, out: &mut Vec<u8>) -> Prepared {
-    let request = match wire::parse_request(body, await_timeout_ms_max) {
-        Ok(r) => r,
-        Err(e) => {
-            e.write(out);
-            return Prepared::Answered;
-        }
-    };
+/// The part of handling a request that reads no state, done before the
+/// lock the state is under: the role check and the id's scope. A problem is answered into
+/// `out` at once.
+pub fn prepare(peer: &Peer, request: Request, out: &mut Vec<u8>) -> Prepared {
     let mut ev = match request {
         Request::Await {
             reference,
@@ -86,7 +96,7 @@ pub fn prepare(peer: &Peer, body: &[u8], await_timeout_ms_max: u64, out: &mut Ve
         } => {
             // An analyst or admin names any client's request, as a
             // verification does; a caller only ever its own.
-            let scoped = if peer.role.may_verify_and_edit_lists() {
+            let scoped = if peer.role.may_name_any_request() {
                 reference.into()
             } else {
                 scoped(&peer.name, &reference)
@@ -96,8 +106,8 @@ pub fn prepare(peer: &Peer, body: &[u8], await_timeout_ms_max: u64, out: &mut Ve
         Request::Event(ev) => ev,
     };
     let own_id = ev.id.clone();
-    if !allowed(peer.role, ev.kind) {
-        wire::error_body(
+    if !may_send(peer.role, ev.kind) {
+        error_body(
             own_id.as_deref(),
             WireCode::Forbidden,
             Some("kind"),
@@ -122,7 +132,7 @@ pub fn prepare(peer: &Peer, body: &[u8], await_timeout_ms_max: u64, out: &mut Ve
 pub fn late(prepared: Prepared, out: &mut Vec<u8>) -> Prepared {
     match prepared {
         Prepared::Event { own_id, .. } => {
-            wire::error_body(
+            error_body(
                 own_id.as_deref(),
                 WireCode::Deadline,
                 None,
@@ -146,14 +156,6 @@ pub struct Service {
     /// Holds (scoped ids) a verification resolved, not yet polled
     /// ([`Service::poll_resolved`]).
     resolved: Vec<Box<str>>,
-}
-
-/// Whether `role` may send `kind`.
-pub fn allowed(role: Role, kind: Kind) -> bool {
-    match kind {
-        Kind::Verification | Kind::ListAdd | Kind::ListRemove => role.may_verify_and_edit_lists(),
-        _ => true,
-    }
 }
 
 /// `NAME:ID`: an id in its client's scope.
@@ -199,18 +201,23 @@ impl Service {
         self.resolved.pop()
     }
 
-    /// Handles one request body from `peer` at the service's time `now`,
+    /// Handles one request from `peer` at the service's time `now`,
     /// appending the response body to `out` (unless it is an `await`).
-    pub fn handle(&mut self, peer: &Peer, body: &[u8], now: Timestamp, out: &mut Vec<u8>) -> Step {
-        let prepared = self.prepare(peer, body, out);
+    pub fn handle(
+        &mut self,
+        peer: &Peer,
+        request: Request,
+        now: Timestamp,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let prepared = prepare(peer, request, out);
         self.apply(prepared, now, out)
     }
 
-    /// The part of handling a body that reads no state: parsing, the role
-    /// check, scoping the id. A server does it before it takes the lock the
-    /// state is under; a problem is answered into `out` at once.
-    pub fn prepare(&self, peer: &Peer, body: &[u8], out: &mut Vec<u8>) -> Prepared {
-        prepare(peer, body, self.await_timeout_ms_max, out)
+    /// The longest `timeout_ms` an `await` may ask for: what an edge parses
+    /// requests with.
+    pub fn await_timeout_ms_max(&self) -> u64 {
+        self.await_timeout_ms_max
     }
 
     /// Applies a prepared request at the service's time `now`.
@@ -228,19 +235,19 @@ impl Service {
         }
     }
 
-    /// Handles a request body that waited longer than the runtime allows
+    /// Handles a request that waited longer than the runtime allows
     /// before it could be decided: a decision or signal is answered
     /// `deadline` (retryable; nothing changed) with its id when it has a
-    /// valid one, a bad body as [`Service::handle`] would, and an `await`
-    /// as usual, since its own `timeout_ms` bounds it instead.
+    /// valid one, and an `await` as usual, since its own `timeout_ms`
+    /// bounds it instead.
     pub fn handle_late(
         &mut self,
         peer: &Peer,
-        body: &[u8],
+        request: Request,
         now: Timestamp,
         out: &mut Vec<u8>,
     ) -> Step {
-        let prepared = self.prepare(peer, body, out);
+        let prepared = prepare(peer, request, out);
         self.apply(late(prepared, out), now, out)
     }
 
@@ -254,7 +261,7 @@ impl Service {
         let own = unscoped(scoped);
         match self.engine.decision_of(scoped) {
             None => {
-                wire::error_body(
+                error_body(
                     None,
                     crate::contract::ErrorCode::UnknownRef,
                     Some("ref"),
@@ -265,7 +272,7 @@ impl Service {
             }
             Some(d) if d.outcome == crate::rules::Outcome::Hold => Waiting::Pending,
             Some(d) => {
-                wire::decision_body(own, &d, self.engine.ruleset(d.ruleset), out);
+                decision_body(own, &d, self.engine.ruleset(d.ruleset), out);
                 Waiting::Answered
             }
         }
@@ -277,7 +284,7 @@ impl Service {
         if let Waiting::Pending = self.await_now(scoped, out)
             && let Some(d) = self.engine.decision_of(scoped)
         {
-            wire::decision_body(unscoped(scoped), &d, self.engine.ruleset(d.ruleset), out);
+            decision_body(unscoped(scoped), &d, self.engine.ruleset(d.ruleset), out);
         }
     }
 
@@ -286,10 +293,10 @@ impl Service {
             Answer::Decision(d) => {
                 // Invariant: a decision kind always carries an id.
                 let id = own_id.unwrap_or_default();
-                wire::decision_body(id, &d, self.engine.ruleset(d.ruleset), out);
+                decision_body(id, &d, self.engine.ruleset(d.ruleset), out);
             }
             Answer::Signal { alert, retry } => {
-                wire::signal_body(alert.as_slice(), out);
+                signal_body(alert.as_slice(), out);
                 if let Some(a) = alert {
                     self.alerts.push(a);
                 }
@@ -301,8 +308,58 @@ impl Service {
                 }
             }
             Answer::Error(e) => {
-                wire::error_body(own_id, e.code, e.field.as_deref(), &e.message, out);
+                error_body(own_id, e.code, e.field.as_deref(), &e.message, out);
             }
+        }
+    }
+}
+
+/// Test support: bodies parsed as the QUIC edge parses them.
+#[cfg(test)]
+impl Service {
+    fn parsed(&self, body: &[u8], out: &mut Vec<u8>) -> Option<Request> {
+        match crate::edge::quic::wire::parse_request(body, self.await_timeout_ms_max) {
+            Ok(request) => Some(request),
+            Err(e) => {
+                e.write(out);
+                None
+            }
+        }
+    }
+
+    /// [`Service::handle`] of a body.
+    pub fn handle_body(
+        &mut self,
+        peer: &Peer,
+        body: &[u8],
+        now: Timestamp,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        match self.parsed(body, out) {
+            Some(request) => self.handle(peer, request, now, out),
+            None => Step::Answered,
+        }
+    }
+
+    /// [`Service::handle_late`] of a body.
+    pub fn handle_late_body(
+        &mut self,
+        peer: &Peer,
+        body: &[u8],
+        now: Timestamp,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        match self.parsed(body, out) {
+            Some(request) => self.handle_late(peer, request, now, out),
+            None => Step::Answered,
+        }
+    }
+
+    /// [`prepare`] of a body.
+    pub fn prepare_body(&self, peer: &Peer, body: &[u8], out: &mut Vec<u8>) -> Prepared {
+        match self.parsed(body, out) {
+            Some(request) => prepare(peer, request, out),
+            None => Prepared::Answered,
         }
     }
 }
@@ -310,6 +367,7 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::access::Role;
     use crate::rules::CompiledRules;
     use std::sync::Arc;
 
@@ -334,7 +392,7 @@ mod tests {
     fn call(s: &mut Service, p: &Peer, body: &str, now: &str) -> serde_json::Value {
         let mut out = Vec::new();
         assert_eq!(
-            s.handle(p, body.as_bytes(), at(now), &mut out),
+            s.handle_body(p, body.as_bytes(), at(now), &mut out),
             Step::Answered
         );
         serde_json::from_slice(&out).expect("a JSON body")
@@ -371,7 +429,7 @@ mod tests {
                 .at
                 .expect("replay lines carry at");
             let mut out = Vec::new();
-            s.handle(&admin, line.as_bytes(), now, &mut out);
+            s.handle_body(&admin, line.as_bytes(), now, &mut out);
             let body = String::from_utf8(out).expect("UTF-8");
             if body.contains("\"decision\"") {
                 got.push(body);
@@ -523,7 +581,7 @@ mod tests {
         let v = call(&mut s, &pos, "[1]", "2026-03-01T10:00:00Z");
         assert_eq!(v["error"]["code"], "bad_frame", "{v}");
         let mut out = Vec::new();
-        let step = s.handle(
+        let step = s.handle_body(
             &pos,
             br#"{"kind":"await","ref":"7","timeout_ms":100}"#,
             at("2026-03-01T10:00:00Z"),

@@ -11,10 +11,10 @@
 //! `bad_frame`, then the stream is finished and reading stops; the
 //! connection goes on.
 
-use crate::server::decider::{Decided, Decider, overloaded, refusal, store_failed};
+use crate::edge::quic::frame::{self, FrameDecoder};
+use crate::edge::quic::wire::{self, WireCode, WireError};
+use crate::gateway::decider::{Decided, Decider, overloaded, refusal, store_failed};
 use crate::tls::{Peer, Revoked};
-use crate::transport::frame::{self, FrameDecoder};
-use crate::transport::wire::{WireCode, WireError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -259,7 +259,19 @@ fn read_frames(
     while let Some(frame) = decoder.next() {
         match frame {
             Ok(body) => {
-                let decided = shared.decider.decide(peer, &body, Instant::now());
+                let read_at = Instant::now();
+                // The body is parsed here, by its edge; the gateway sees a
+                // typed request. A body that does not parse is answered at
+                // once: it read no state and changed nothing.
+                let decided =
+                    match wire::parse_request(&body, shared.decider.await_timeout_ms_max()) {
+                        Ok(request) => shared.decider.decide(peer, request, read_at),
+                        Err(e) => {
+                            let mut out = Vec::with_capacity(256);
+                            e.write(&mut out);
+                            Decided::Now(out)
+                        }
+                    };
                 answers.push(decided);
             }
             Err(e) => {
