@@ -9,6 +9,8 @@
 //! run alternately for a few pairs and the median ratio of their rates is
 //! printed (alternating, so that drift of a shared machine falls on both).
 //! Run: `cargo bench --bench store`.
+// A benchmark or test times what it measures: it reads the clock itself.
+#![allow(clippy::disallowed_methods)]
 
 use criterion::{Criterion, Throughput, criterion_group};
 use portcullis::store::{Batch, GroupCommit, MemoryStore, RedbStore, Store, Table, WriterLimits};

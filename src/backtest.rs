@@ -329,7 +329,7 @@ fn command_inner(o: &Options) -> Result<(), (u8, String)> {
         )?)),
         None => Box::new(io::sink()),
     };
-    let started = std::time::Instant::now();
+    let started = crate::gateway::clock::monotonic();
     let bt = run(paired, &mut engine, input, &labels, &mut changes)
         .map_err(|e| (1, format!("backtest stopped: {e}")))?;
     let secs = started.elapsed().as_secs_f64();

@@ -264,7 +264,7 @@ fn replay(rules: Option<&Path>, lists: &[String], events: &str) -> ExitCode {
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let started = std::time::Instant::now();
+    let started = crate::gateway::clock::monotonic();
     match crate::replay::run(&mut engine, input, &mut out) {
         Ok(summary) => {
             let secs = started.elapsed().as_secs_f64();

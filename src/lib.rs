@@ -51,7 +51,6 @@
 //! - [`loadgen`]: `portcullis loadgen`, open-loop load against the service
 //!   and a bare QUIC echo server.
 //! - [`cli`]: the command line: arguments and dispatch; nothing imports it.
-#![forbid(unsafe_code)]
 
 pub mod answer;
 pub mod backtest;

@@ -1,6 +1,5 @@
 //! The `portcullis` binary: parses the command line and hands it to
 //! [`portcullis::cli`], where every command lives.
-#![forbid(unsafe_code)]
 
 use clap::Parser;
 

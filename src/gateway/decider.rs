@@ -31,7 +31,7 @@ use crate::engine::{Alert, Engine};
 use crate::gateway::access::Peer;
 use crate::gateway::alerts::AlertStore;
 use crate::gateway::cache::EntityCache;
-use crate::gateway::clock::Clock;
+use crate::gateway::clock::{Clock, monotonic};
 use crate::gateway::durable::{Durable, rulesets_batch};
 use crate::gateway::limits::DeciderLimits;
 use crate::gateway::service::{self, Prepared, Request, Service, Step, Waiting};
@@ -480,7 +480,7 @@ impl Decider {
                 () = self.timer.notified() => {}
                 _ = shutdown.wait_for(|down| *down) => return,
             }
-            self.core().expire(Instant::now());
+            self.core().expire(monotonic());
         }
     }
 }
@@ -621,7 +621,7 @@ impl Core {
             ));
         }
         let (reply, answer) = oneshot::channel();
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let deadline = monotonic() + Duration::from_millis(timeout_ms);
         self.waiters.add(scoped.into(), deadline, reply);
         Decided::Later(answer)
     }
@@ -675,7 +675,7 @@ impl Core {
     }
 
     fn release_all(&mut self) {
-        self.expire(Instant::now() + Duration::from_secs(365 * 24 * 3600));
+        self.expire(monotonic() + Duration::from_secs(365 * 24 * 3600));
         debug_assert_eq!(self.waiters.len(), 0);
     }
 

@@ -17,7 +17,7 @@ use crate::gateway::decider::{Decided, Decider, overloaded, refusal, store_faile
 use crate::tls::{Peer, Revoked};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Application error codes on connections and streams (QUIC
@@ -259,7 +259,7 @@ fn read_frames(
     while let Some(frame) = decoder.next() {
         match frame {
             Ok(body) => {
-                let read_at = Instant::now();
+                let read_at = crate::gateway::clock::monotonic();
                 // The body is parsed here, by its edge; the gateway sees a
                 // typed request. A body that does not parse is answered at
                 // once: it read no state and changed nothing.
