@@ -5,6 +5,11 @@
 //! the edge loads what an event needs before it is handled and writes what
 //! it changed after.
 //!
+//! The entry points are `Engine`'s methods in `mod.rs`; the work is done
+//! here by methods of `State` (records, holds, history) and of
+//! `Rulesets` (laying out states written under another ruleset), so that
+//! this file names neither `mod.rs` nor the state machine.
+//!
 //! Encodings (plain bytes; the edge seals what holds identifiers):
 //!
 //! ```text
@@ -14,11 +19,18 @@
 //!           period counts from it; see `store::retention`)
 //! hold:   number u64 BE | the held request in canonical form
 //! ```
+//!
+//! [`Engine::take_changes`]: super::Engine::take_changes
+//! [`Engine::admit_record`]: super::Engine::admit_record
+//! [`Engine::admit_entity`]: super::Engine::admit_entity
+//! [`Engine::admit_hold`]: super::Engine::admit_hold
 
-use super::{Engine, Held, IdKey, Record, id_secret};
+use super::records::{FingerprintKey, IdKey, Record, id_secret};
+use super::reload::Rulesets;
+use super::state::{Held, State};
 use crate::contract::{Event, Kind, Timestamp};
 use crate::history::persist::{DecodeError, Layout, decode};
-use crate::history::{EntityId, ListChange};
+use crate::history::{EntityId, History, ListChange};
 use crate::rules::{Outcome, SeriesMap};
 
 /// Bytes of an encoded record.
@@ -40,6 +52,8 @@ pub fn record_written_at(bytes: &[u8]) -> Option<i64> {
 /// What handled events changed, for the store. Filled by
 /// [`Engine::take_changes`]; the edge writes the entities' states as they
 /// are when it takes them.
+///
+/// [`Engine::take_changes`]: super::Engine::take_changes
 #[derive(Debug, Default)]
 pub struct Changes {
     /// Entities whose state changed, each once.
@@ -100,7 +114,9 @@ impl std::error::Error for AdmitError {}
 /// The key a request id's record and hold are stored under, for an engine
 /// made with `fingerprint_key` (see [`Engine::with_key`]): the edge reads
 /// them before the event is handled.
-pub fn record_key(fingerprint_key: &super::FingerprintKey, id: &str) -> [u8; 16] {
+///
+/// [`Engine::with_key`]: super::Engine::with_key
+pub fn record_key(fingerprint_key: &FingerprintKey, id: &str) -> [u8; 16] {
     IdKey::of(id, id_secret(fingerprint_key).as_ref())
         .0
         .to_be_bytes()
@@ -154,29 +170,25 @@ fn decode_record(b: &[u8]) -> Result<Record, AdmitError> {
     })
 }
 
-impl Engine {
-    /// Starts noting what handled events change, for
-    /// [`Engine::take_changes`]: a service with a store calls it once,
-    /// before the first event.
-    pub fn track_changes(&mut self) {
-        self.state.tracking = true;
-        self.state.history.track_changes(true);
+impl State {
+    /// Starts noting what handled events change, for `take_changes`.
+    pub(super) fn track_changes(&mut self) {
+        self.tracking = true;
+        self.history.track_changes(true);
     }
 
     /// Moves what handled events changed since the last call into `out`:
-    /// records and holds in bytes, the entities and list values by name
-    /// (encode their states with [`Engine::encode_entity`]).
-    pub fn take_changes(&mut self, out: &mut Changes) {
-        let st = &mut self.state;
-        st.history.take_changes(&mut out.entities, &mut out.lists);
-        for (key, r, at) in st.record_changes.drain(..) {
+    /// records and holds in bytes, the entities and list values by name.
+    pub(super) fn take_changes(&mut self, out: &mut Changes) {
+        self.history.take_changes(&mut out.entities, &mut out.lists);
+        for (key, r, at) in self.record_changes.drain(..) {
             out.records
                 .push((key.0.to_be_bytes(), encode_record(&r, at)));
         }
-        for (key, seq) in st.hold_changes.drain(..) {
+        for (key, seq) in self.hold_changes.drain(..) {
             // A hold put and gone within one call is written as gone.
             let value = seq.and_then(|seq| {
-                let h = st.holds.get(&key).filter(|h| h.seq == seq)?;
+                let h = self.holds.get(&key).filter(|h| h.seq == seq)?;
                 let mut v = Vec::with_capacity(8 + h.canonical.len());
                 v.extend_from_slice(&seq.to_be_bytes());
                 v.extend_from_slice(&h.canonical);
@@ -186,113 +198,31 @@ impl Engine {
         }
     }
 
-    /// Appends the state of `id`, as it is now, to `out`; `false` when it
-    /// holds nothing (store a deletion).
-    pub fn encode_entity(&self, id: &EntityId, out: &mut Vec<u8>) -> bool {
-        self.state.history.encode(id, self.current_index(), out)
-    }
-
-    /// Bytes the state of `id` holds in memory, if it is there.
-    pub fn entity_bytes(&self, id: &EntityId) -> Option<usize> {
-        self.state.history.entity_bytes(id)
-    }
-
-    /// Drops the state of `id` from memory; the store must hold it as it
-    /// is (see `gateway::cache`). Returns whether it was there.
-    pub fn evict_entity(&mut self, id: &EntityId) -> bool {
-        self.state.history.evict(id)
-    }
-
-    /// Whether the state of `id` is in memory.
-    pub fn is_resident(&self, id: &EntityId) -> bool {
-        self.state.history.is_resident(id)
-    }
-
     /// Puts a record read back from the store in place, unless the id has
-    /// one in memory (which is never older).
-    pub fn admit_record(&mut self, key: [u8; 16], bytes: &[u8]) -> Result<(), AdmitError> {
+    /// one in memory (which is never older); `rulesets` are those kept,
+    /// which the record must name one of.
+    pub(super) fn admit_record(
+        &mut self,
+        key: [u8; 16],
+        bytes: &[u8],
+        rulesets: usize,
+    ) -> Result<(), AdmitError> {
         let r = decode_record(bytes)?;
-        if usize::from(r.ruleset) >= self.rulesets.len() {
+        if usize::from(r.ruleset) >= rulesets {
             return Err(AdmitError::Record(
                 "names a ruleset the store does not hold",
             ));
         }
         let key = IdKey(u128::from_be_bytes(key));
-        let st = &mut self.state;
-        if st.records.get(key).is_none() {
-            st.records.insert(key, r, &st.holds);
+        if self.records.get(key).is_none() {
+            self.records.insert(key, r, &self.holds);
         }
         Ok(())
-    }
-
-    /// Puts an entity state read back from the store in place (laid out by
-    /// the current ruleset), unless the entity is in memory.
-    pub fn admit_entity(&mut self, bytes: &[u8]) -> Result<(), AdmitError> {
-        let mut d = decode(bytes).map_err(AdmitError::Entity)?;
-        // What memory holds wins: no need to lay out what is not used.
-        if self.state.history.is_resident(&d.id) {
-            return Ok(());
-        }
-        self.relayout(&mut d)?;
-        self.state.history.admit(d);
-        Ok(())
-    }
-
-    /// Lays a decoded state out by the current ruleset, if another one laid
-    /// it out; returns whether it did.
-    fn relayout(&mut self, d: &mut crate::history::persist::Decoded) -> Result<bool, AdmitError> {
-        let current = self.current_index();
-        if d.ruleset == current {
-            return Ok(false);
-        }
-        let old = self
-            .rulesets
-            .get(d.ruleset as usize)
-            .ok_or(AdmitError::UnknownRuleset(d.ruleset))?;
-        let new = &self.rulesets[self.current];
-        let (old_to_new, caps) = self.layouts.entry(d.ruleset).or_insert_with(|| {
-            let map = SeriesMap::between(&old.series, &new.series);
-            (map.old_to_new, crate::history::series_caps(new))
-        });
-        d.relayout(&Layout { old_to_new, caps }, current);
-        Ok(true)
-    }
-
-    /// A stored entity state pruned at `now` by the current rules: `None`
-    /// when nothing in it has expired, else its new encoding (empty when
-    /// nothing is left: delete it). Changes nothing in memory.
-    pub fn prune_encoded(
-        &mut self,
-        bytes: &[u8],
-        now: Timestamp,
-    ) -> Result<Option<Vec<u8>>, AdmitError> {
-        let mut d = decode(bytes).map_err(AdmitError::Entity)?;
-        let relaid = self.relayout(&mut d)?;
-        if !d.prune(&self.rulesets[self.current], now) && !relaid {
-            return Ok(None);
-        }
-        let mut out = Vec::new();
-        if !d.is_empty() {
-            d.encode(&mut out);
-        }
-        Ok(Some(out))
-    }
-
-    /// The entity a stored state belongs to.
-    pub fn entity_of(bytes: &[u8]) -> Result<EntityId, AdmitError> {
-        decode(bytes).map(|d| d.id).map_err(AdmitError::Entity)
-    }
-
-    /// Prunes one part of the states in memory (see
-    /// [`crate::history::History::prune_part`]).
-    pub fn prune_part(&mut self, now: Timestamp, part: usize, parts: usize) {
-        let rules = &self.rulesets[self.current];
-        self.state.history.prune_part(rules, now, part, parts);
     }
 
     /// Puts a pending hold read back from the store in place (at start,
-    /// before any event). Call [`Engine::holds_admitted`] after the last.
-    pub fn admit_hold(&mut self, key: [u8; 16], bytes: &[u8]) -> Result<(), AdmitError> {
+    /// before any event); `holds_admitted` after the laself.
+    pub(super) fn admit_hold(&mut self, key: [u8; 16], bytes: &[u8]) -> Result<(), AdmitError> {
         if bytes.len() < 8 {
             return Err(AdmitError::Hold("too short"));
         }
@@ -310,49 +240,103 @@ impl Engine {
             return Err(AdmitError::Hold("the held request does not parse"));
         }
         let key = IdKey(u128::from_be_bytes(key));
-        let st = &mut self.state;
-        st.holds.insert(key, Held { seq, canonical });
-        st.hold_order.push_back((key, seq));
-        st.hold_seq = st.hold_seq.max(seq + 1);
+        self.holds.insert(key, Held { seq, canonical });
+        self.hold_order.push_back((key, seq));
+        self.hold_seq = self.hold_seq.max(seq + 1);
         Ok(())
     }
 
-    /// Orders the holds [`Engine::admit_hold`] put in place, oldest first,
-    /// so that the oldest expire first as before the restart.
-    pub fn holds_admitted(&mut self) {
-        let order = self.state.hold_order.make_contiguous();
+    /// Orders the holds `admit_hold` put in place, oldest first, so that
+    /// the oldest expire first as before the restart.
+    pub(super) fn holds_admitted(&mut self) {
+        let order = self.hold_order.make_contiguous();
         order.sort_by_key(|&(_, seq)| seq);
     }
 
     /// The entities handling `ev` reads or changes that are not in memory:
     /// those it names and, for a verification of a pending hold, those the
     /// held request names.
-    pub fn missing(&self, ev: &Event) -> Vec<EntityId> {
+    pub(super) fn missing(&self, ev: &Event) -> Vec<EntityId> {
         let mut ids = EntityId::all_of(ev);
         if ev.kind == Kind::Verification
-            && let Some((_, held)) = ev.reference.as_deref().and_then(|r| self.state.held(r))
+            && let Some((_, held)) = ev.reference.as_deref().and_then(|r| self.held(r))
         {
             ids.extend(EntityId::all_of(&held));
         }
-        ids.retain(|id| !self.is_resident(id));
+        ids.retain(|id| !self.history.is_resident(id));
         ids
     }
+}
 
-    /// Puts a list value read back from the store in place (at start).
-    pub fn admit_list_value(&mut self, list: &str, value: u128) {
-        self.state.history.admit_list_value(list, value);
+impl Rulesets {
+    /// Puts an entity state read back from the store in place in `history`
+    /// (laid out by the current ruleset), unless the entity is in memory.
+    pub(super) fn admit_entity(
+        &mut self,
+        history: &mut History,
+        bytes: &[u8],
+    ) -> Result<(), AdmitError> {
+        let mut d = decode(bytes).map_err(AdmitError::Entity)?;
+        // What memory holds wins: no need to lay out what is not used.
+        if history.is_resident(&d.id) {
+            return Ok(());
+        }
+        self.relayout(&mut d)?;
+        history.admit(d);
+        Ok(())
     }
 
-    /// Rulesets kept (every index below this names one).
-    pub fn rulesets_len(&self) -> usize {
-        self.rulesets.len()
+    /// Lays a decoded state out by the current ruleset, if another one laid
+    /// it out; returns whether it did.
+    fn relayout(&mut self, d: &mut crate::history::persist::Decoded) -> Result<bool, AdmitError> {
+        let current = self.current_index();
+        if d.ruleset == current {
+            return Ok(false);
+        }
+        let old = self
+            .all
+            .get(d.ruleset as usize)
+            .ok_or(AdmitError::UnknownRuleset(d.ruleset))?;
+        let new = &self.all[self.current];
+        let (old_to_new, caps) = self.layouts.entry(d.ruleset).or_insert_with(|| {
+            let map = SeriesMap::between(&old.series, &new.series);
+            (map.old_to_new, crate::history::series_caps(new))
+        });
+        d.relayout(&Layout { old_to_new, caps }, current);
+        Ok(true)
     }
+
+    /// A stored entity state pruned at `now` by the current rules: `None`
+    /// when nothing in it has expired, else its new encoding (empty when
+    /// nothing is left: delete it). Changes nothing in memory.
+    pub(super) fn prune_encoded(
+        &mut self,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<Vec<u8>>, AdmitError> {
+        let mut d = decode(bytes).map_err(AdmitError::Entity)?;
+        let relaid = self.relayout(&mut d)?;
+        if !d.prune(&self.all[self.current], now) && !relaid {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        if !d.is_empty() {
+            d.encode(&mut out);
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The entity a stored state belongs to.
+pub(super) fn entity_of(bytes: &[u8]) -> Result<EntityId, AdmitError> {
+    decode(bytes).map(|d| d.id).map_err(AdmitError::Entity)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::contract::{AtRule, parse_line};
+    use crate::engine::Engine;
     use crate::rules::{CompiledRules, Limits};
     use std::sync::Arc;
 
