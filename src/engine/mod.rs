@@ -115,6 +115,13 @@ impl Engine {
         self.rules.get(i)
     }
 
+    /// [`Engine::ruleset`], shared: an answer written after the engine is
+    /// released (by an edge, outside the decider's lock) keeps the ruleset
+    /// that decided it, even past a reload.
+    pub fn ruleset_shared(&self, i: u32) -> Arc<CompiledRules> {
+        Arc::clone(self.rules.shared(i))
+    }
+
     pub fn history(&self) -> &History {
         &self.state.history
     }

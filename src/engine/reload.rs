@@ -69,6 +69,11 @@ impl Rulesets {
     /// A ruleset by the index a decision carries; the current one for an
     /// index never given.
     pub(super) fn get(&self, i: u32) -> &CompiledRules {
+        self.shared(i)
+    }
+
+    /// [`Rulesets::get`], shared: for an answer that outlives the lock.
+    pub(super) fn shared(&self, i: u32) -> &Arc<CompiledRules> {
         self.all.get(i as usize).unwrap_or_else(|| self.current())
     }
 

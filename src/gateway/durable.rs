@@ -197,6 +197,7 @@ mod tests {
     use crate::contract::{AtRule, parse_line};
     use crate::engine::{Changes, EngineLimits};
     use crate::gateway::access::{Peer, Role};
+    use crate::gateway::service::bodies::Bodies;
     use crate::gateway::service::{Prepared, Service};
     use crate::store::Loaded;
 
@@ -305,7 +306,7 @@ mod tests {
                 .admit(s.engine_mut(), &loaded)
                 .expect("stored state decodes");
         }
-        s.apply(prepared, now, &mut out);
+        s.apply_body(prepared, now, &mut out);
         let mut changes = Changes::default();
         s.engine_mut().take_changes(&mut changes);
         let batch = d

@@ -15,6 +15,7 @@
 //! - [`alerts`]: alerts kept for the operator surface.
 //! - [`clock`]: the one place the service reads the time.
 //! - [`limits`]: the limits the gateway itself enforces.
+//! - [`reply`]: the typed answer an edge writes in its own form.
 
 pub mod access;
 pub mod alerts;
@@ -23,6 +24,8 @@ pub mod clock;
 pub mod decider;
 pub mod durable;
 pub mod limits;
+pub mod reply;
 pub mod service;
 
+pub use reply::{Refusal, Reply};
 pub use service::Request;

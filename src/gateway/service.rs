@@ -20,10 +20,13 @@
 //!   backwards: a client's `at` is checked for form by the parser and never
 //!   used for windows or order.
 
-use crate::answer::{WireCode, decision_body, error_body, signal_body};
-use crate::contract::{Event, Kind, Timestamp};
-use crate::engine::{Alert, Answer, Engine};
+use crate::answer::WireCode;
+use crate::contract::{ErrorCode, Event, Kind, Timestamp};
+use crate::engine::{Alert, Answer, Decided, Engine};
 use crate::gateway::access::{Peer, may_send};
+use crate::gateway::reply::{Refusal, Reply};
+use crate::rules::Outcome;
+use std::borrow::Cow;
 
 /// One request, parsed by its edge: what the gateway decides.
 // Nearly every request is an event: boxing it would add an allocation per
@@ -45,23 +48,14 @@ pub enum Request {
 /// The separator between a client's name and its id in the engine.
 pub const SCOPE_SEPARATOR: char = ':';
 
-/// What became of one request body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What became of one request.
+#[derive(Debug, Clone)]
 pub enum Step {
-    /// The response body is in the caller's buffer.
-    Answered,
+    /// The answer.
+    Answered(Reply),
     /// An `await` of the request `scoped` (in the awaiting client's scope),
     /// for the runtime to wait on, at most `timeout_ms`.
     Await { scoped: String, timeout_ms: u64 },
-}
-
-/// Where an `await` stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waiting {
-    /// The answer is in the caller's buffer.
-    Answered,
-    /// The request is still on hold.
-    Pending,
 }
 
 /// The id as its client sent it, from `NAME:ID`.
@@ -75,10 +69,10 @@ fn unscoped(scoped: &str) -> &str {
 // An event is moved once, from parsing to the engine: boxing it would cost
 // an allocation per request to shrink a value that lives microseconds.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Prepared {
-    /// The answer is written (a bad body, a forbidden kind).
-    Answered,
+    /// Answered already (a forbidden kind).
+    Answered(Reply),
     /// An `await` of `scoped`.
     Await { scoped: String, timeout_ms: u64 },
     /// An event, its id scoped; `own_id` is the id as the client sent it.
@@ -86,9 +80,8 @@ pub enum Prepared {
 }
 
 /// The part of handling a request that reads no state, done before the
-/// lock the state is under: the role check and the id's scope. A problem is answered into
-/// `out` at once.
-pub fn prepare(peer: &Peer, request: Request, out: &mut Vec<u8>) -> Prepared {
+/// lock the state is under: the role check and the id's scope.
+pub fn prepare(peer: &Peer, request: Request) -> Prepared {
     let mut ev = match request {
         Request::Await {
             reference,
@@ -107,18 +100,16 @@ pub fn prepare(peer: &Peer, request: Request, out: &mut Vec<u8>) -> Prepared {
     };
     let own_id = ev.id.clone();
     if !may_send(peer.role, ev.kind) {
-        error_body(
-            own_id.as_deref(),
-            WireCode::Forbidden,
-            Some("kind"),
-            &format!(
+        return Prepared::Answered(Reply::Refused(Refusal {
+            id: own_id,
+            code: WireCode::Forbidden.into(),
+            field: Some("kind".into()),
+            message: Cow::Owned(format!(
                 "the {} role may not send {}",
                 peer.role.as_str(),
                 ev.kind.as_str()
-            ),
-            out,
-        );
-        return Prepared::Answered;
+            )),
+        }));
     }
     if let Some(id) = &ev.id {
         ev.id = Some(scoped(&peer.name, id).into());
@@ -127,20 +118,18 @@ pub fn prepare(peer: &Peer, request: Request, out: &mut Vec<u8>) -> Prepared {
 }
 
 /// A prepared request that waited too long to be decided: an event is
-/// answered `deadline` into `out` (retryable; nothing changed); the rest
-/// stay as they are.
-pub fn late(prepared: Prepared, out: &mut Vec<u8>) -> Prepared {
+/// answered `deadline` (retryable; nothing changed); the rest stay as they
+/// are.
+pub fn late(prepared: Prepared) -> Prepared {
     match prepared {
-        Prepared::Event { own_id, .. } => {
-            error_body(
-                own_id.as_deref(),
-                WireCode::Deadline,
-                None,
+        Prepared::Event { own_id, .. } => Prepared::Answered(Reply::Refused(Refusal {
+            id: own_id,
+            code: WireCode::Deadline.into(),
+            field: None,
+            message: Cow::Borrowed(
                 "the request waited longer than request_deadline_ms to be decided; it was not applied",
-                out,
-            );
-            Prepared::Answered
-        }
+            ),
+        })),
         other => other,
     }
 }
@@ -201,17 +190,9 @@ impl Service {
         self.resolved.pop()
     }
 
-    /// Handles one request from `peer` at the service's time `now`,
-    /// appending the response body to `out` (unless it is an `await`).
-    pub fn handle(
-        &mut self,
-        peer: &Peer,
-        request: Request,
-        now: Timestamp,
-        out: &mut Vec<u8>,
-    ) -> Step {
-        let prepared = prepare(peer, request, out);
-        self.apply(prepared, now, out)
+    /// Handles one request from `peer` at the service's time `now`.
+    pub fn handle(&mut self, peer: &Peer, request: Request, now: Timestamp) -> Step {
+        self.apply(prepare(peer, request), now)
     }
 
     /// The longest `timeout_ms` an `await` may ask for: what an edge parses
@@ -221,16 +202,15 @@ impl Service {
     }
 
     /// Applies a prepared request at the service's time `now`.
-    pub fn apply(&mut self, prepared: Prepared, now: Timestamp, out: &mut Vec<u8>) -> Step {
+    pub fn apply(&mut self, prepared: Prepared, now: Timestamp) -> Step {
         match prepared {
-            Prepared::Answered => Step::Answered,
+            Prepared::Answered(reply) => Step::Answered(reply),
             Prepared::Await { scoped, timeout_ms } => Step::Await { scoped, timeout_ms },
             Prepared::Event { own_id, ev } => {
                 // Time never goes backwards, whatever the host clock does.
                 let at = now.max(self.last);
                 self.last = at;
-                self.answer(own_id.as_deref(), &ev, at, out);
-                Step::Answered
+                Step::Answered(self.answer(own_id, &ev, at))
             }
         }
     }
@@ -240,63 +220,50 @@ impl Service {
     /// `deadline` (retryable; nothing changed) with its id when it has a
     /// valid one, and an `await` as usual, since its own `timeout_ms`
     /// bounds it instead.
-    pub fn handle_late(
-        &mut self,
-        peer: &Peer,
-        request: Request,
-        now: Timestamp,
-        out: &mut Vec<u8>,
-    ) -> Step {
-        let prepared = prepare(peer, request, out);
-        self.apply(late(prepared, out), now, out)
+    pub fn handle_late(&mut self, peer: &Peer, request: Request, now: Timestamp) -> Step {
+        self.apply(late(prepare(peer, request)), now)
     }
 
     /// Answers an `await` of `scoped` (as [`Step::Await`] gave it) as it
     /// stands now: the request's decision when it is allowed or denied, or
-    /// `unknown_ref` when no decision request has that id. Appends nothing
-    /// and returns [`Waiting::Pending`] while the request is on hold: the
-    /// runtime then waits (at most the await's `timeout_ms`) and asks again,
-    /// or answers `hold` with [`Service::await_timed_out`].
-    pub fn await_now(&self, scoped: &str, out: &mut Vec<u8>) -> Waiting {
-        let own = unscoped(scoped);
+    /// `unknown_ref` when no decision request has that id. `None` while
+    /// the request is on hold: the runtime then waits (at most the await's
+    /// `timeout_ms`) and asks again, or answers `hold` with
+    /// [`Service::await_timed_out`].
+    pub fn await_now(&self, scoped: &str) -> Option<Reply> {
         match self.engine.decision_of(scoped) {
-            None => {
-                error_body(
-                    None,
-                    crate::contract::ErrorCode::UnknownRef,
-                    Some("ref"),
-                    "no decision request with this id is remembered",
-                    out,
-                );
-                Waiting::Answered
-            }
-            Some(d) if d.outcome == crate::rules::Outcome::Hold => Waiting::Pending,
-            Some(d) => {
-                decision_body(own, &d, self.engine.ruleset(d.ruleset), out);
-                Waiting::Answered
-            }
+            Some(d) if d.outcome == Outcome::Hold => None,
+            _ => Some(self.await_timed_out(scoped)),
         }
     }
 
     /// The answer to an `await` whose timeout passed: the request's current
-    /// decision, which reads `hold` if it is still pending.
-    pub fn await_timed_out(&self, scoped: &str, out: &mut Vec<u8>) {
-        if let Waiting::Pending = self.await_now(scoped, out)
-            && let Some(d) = self.engine.decision_of(scoped)
-        {
-            decision_body(unscoped(scoped), &d, self.engine.ruleset(d.ruleset), out);
+    /// decision, which reads `hold` if it is still pending, or `unknown_ref`.
+    pub fn await_timed_out(&self, scoped: &str) -> Reply {
+        match self.engine.decision_of(scoped) {
+            Some(d) => self.decision(unscoped(scoped).into(), d),
+            None => Reply::Refused(Refusal {
+                id: None,
+                code: ErrorCode::UnknownRef.into(),
+                field: Some("ref".into()),
+                message: Cow::Borrowed("no decision request with this id is remembered"),
+            }),
         }
     }
 
-    fn answer(&mut self, own_id: Option<&str>, ev: &Event, at: Timestamp, out: &mut Vec<u8>) {
+    fn decision(&self, id: Box<str>, decided: Decided) -> Reply {
+        Reply::Decision {
+            id,
+            decided,
+            rules: self.engine.ruleset_shared(decided.ruleset),
+        }
+    }
+
+    fn answer(&mut self, own_id: Option<Box<str>>, ev: &Event, at: Timestamp) -> Reply {
         match self.engine.handle(ev, at) {
-            Answer::Decision(d) => {
-                // Invariant: a decision kind always carries an id.
-                let id = own_id.unwrap_or_default();
-                decision_body(id, &d, self.engine.ruleset(d.ruleset), out);
-            }
+            // A decision kind always carries an id: the parser requires it.
+            Answer::Decision(d) => self.decision(own_id.unwrap_or_default(), d),
             Answer::Signal { alert, retry } => {
-                signal_body(alert.as_slice(), out);
                 if let Some(a) = alert {
                     self.alerts.push(a);
                 }
@@ -306,19 +273,36 @@ impl Service {
                 {
                     self.resolved.push(reference.clone());
                 }
+                Reply::Signal { alert }
             }
-            Answer::Error(e) => {
-                error_body(own_id, e.code, e.field.as_deref(), &e.message, out);
-            }
+            Answer::Error(e) => Reply::of_error(own_id, e),
         }
     }
 }
 
-/// Test support: bodies parsed as the QUIC edge parses them.
+/// Test support: requests as bodies and answers as bodies, as the QUIC
+/// edge reads and writes them, for tests written against bytes.
 #[cfg(test)]
-impl Service {
-    fn parsed(&self, body: &[u8], out: &mut Vec<u8>) -> Option<Request> {
-        match crate::edge::quic::wire::parse_request(body, self.await_timeout_ms_max) {
+pub(crate) mod bodies {
+    use super::{Peer, Prepared, Request, Service, Timestamp, prepare};
+    use crate::edge::quic::wire;
+
+    /// What became of one request body, its answer written.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Step {
+        Answered,
+        Await { scoped: String, timeout_ms: u64 },
+    }
+
+    /// Where an `await` stands, its answer written if it has one.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Waiting {
+        Answered,
+        Pending,
+    }
+
+    fn parsed(s: &Service, body: &[u8], out: &mut Vec<u8>) -> Option<Request> {
+        match wire::parse_request(body, s.await_timeout_ms_max()) {
             Ok(request) => Some(request),
             Err(e) => {
                 e.write(out);
@@ -327,45 +311,85 @@ impl Service {
         }
     }
 
-    /// [`Service::handle`] of a body.
-    pub fn handle_body(
-        &mut self,
-        peer: &Peer,
-        body: &[u8],
-        now: Timestamp,
-        out: &mut Vec<u8>,
-    ) -> Step {
-        match self.parsed(body, out) {
-            Some(request) => self.handle(peer, request, now, out),
-            None => Step::Answered,
+    fn written(step: super::Step, out: &mut Vec<u8>) -> Step {
+        match step {
+            super::Step::Answered(reply) => {
+                wire::reply_body(&reply, out);
+                Step::Answered
+            }
+            super::Step::Await { scoped, timeout_ms } => Step::Await { scoped, timeout_ms },
         }
     }
 
-    /// [`Service::handle_late`] of a body.
-    pub fn handle_late_body(
-        &mut self,
-        peer: &Peer,
-        body: &[u8],
-        now: Timestamp,
-        out: &mut Vec<u8>,
-    ) -> Step {
-        match self.parsed(body, out) {
-            Some(request) => self.handle_late(peer, request, now, out),
-            None => Step::Answered,
-        }
+    /// The service's methods over bodies.
+    pub trait Bodies {
+        fn handle_body(
+            &mut self,
+            peer: &Peer,
+            body: &[u8],
+            now: Timestamp,
+            out: &mut Vec<u8>,
+        ) -> Step;
+        fn prepare_body(&self, peer: &Peer, body: &[u8], out: &mut Vec<u8>) -> Prepared;
+        fn apply_body(&mut self, prepared: Prepared, now: Timestamp, out: &mut Vec<u8>) -> Step;
+        fn await_now_body(&self, scoped: &str, out: &mut Vec<u8>) -> Waiting;
+        fn await_timed_out_body(&self, scoped: &str, out: &mut Vec<u8>);
     }
 
-    /// [`prepare`] of a body.
-    pub fn prepare_body(&self, peer: &Peer, body: &[u8], out: &mut Vec<u8>) -> Prepared {
-        match self.parsed(body, out) {
-            Some(request) => prepare(peer, request, out),
-            None => Prepared::Answered,
+    impl Bodies for Service {
+        fn handle_body(
+            &mut self,
+            peer: &Peer,
+            body: &[u8],
+            now: Timestamp,
+            out: &mut Vec<u8>,
+        ) -> Step {
+            match parsed(self, body, out) {
+                Some(request) => written(self.handle(peer, request, now), out),
+                None => Step::Answered,
+            }
+        }
+
+        fn prepare_body(&self, peer: &Peer, body: &[u8], out: &mut Vec<u8>) -> Prepared {
+            match parsed(self, body, out) {
+                Some(request) => match prepare(peer, request) {
+                    Prepared::Answered(reply) => {
+                        wire::reply_body(&reply, out);
+                        Prepared::Answered(reply)
+                    }
+                    other => other,
+                },
+                None => Prepared::Answered(crate::gateway::Reply::Signal { alert: None }),
+            }
+        }
+
+        fn apply_body(&mut self, prepared: Prepared, now: Timestamp, out: &mut Vec<u8>) -> Step {
+            if let Prepared::Answered(_) = prepared {
+                // Written already by `prepare_body`.
+                return Step::Answered;
+            }
+            written(self.apply(prepared, now), out)
+        }
+
+        fn await_now_body(&self, scoped: &str, out: &mut Vec<u8>) -> Waiting {
+            match self.await_now(scoped) {
+                Some(reply) => {
+                    wire::reply_body(&reply, out);
+                    Waiting::Answered
+                }
+                None => Waiting::Pending,
+            }
+        }
+
+        fn await_timed_out_body(&self, scoped: &str, out: &mut Vec<u8>) {
+            wire::reply_body(&self.await_timed_out(scoped), out);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::bodies::{Bodies, Step, Waiting};
     use super::*;
     use crate::gateway::access::Role;
     use crate::rules::CompiledRules;
@@ -540,16 +564,16 @@ mod tests {
         let pos = peer("pos", Role::Caller);
         let desk = peer("desk", Role::Analyst);
         let mut out = Vec::new();
-        assert_eq!(s.await_now("pos:2", &mut out), Waiting::Answered);
+        assert_eq!(s.await_now_body("pos:2", &mut out), Waiting::Answered);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
         assert_eq!(v["error"]["code"], "unknown_ref", "{v}");
         call(&mut s, &pos, SWAP, "2026-03-01T10:00:00Z");
         let second = SWAP.replace("\"1\"", "\"2\"");
         call(&mut s, &pos, &second, "2026-03-01T10:01:00Z");
         out.clear();
-        assert_eq!(s.await_now("pos:2", &mut out), Waiting::Pending);
+        assert_eq!(s.await_now_body("pos:2", &mut out), Waiting::Pending);
         assert!(out.is_empty());
-        s.await_timed_out("pos:2", &mut out);
+        s.await_timed_out_body("pos:2", &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
         assert_eq!(
             (v["id"].as_str(), v["decision"].as_str()),
@@ -557,7 +581,7 @@ mod tests {
         );
         // Another client's scope does not see it.
         out.clear();
-        assert_eq!(s.await_now("other:2", &mut out), Waiting::Answered);
+        assert_eq!(s.await_now_body("other:2", &mut out), Waiting::Answered);
         assert!(String::from_utf8_lossy(&out).contains("unknown_ref"));
         call(
             &mut s,
@@ -566,7 +590,7 @@ mod tests {
             "2026-03-01T10:02:00Z",
         );
         out.clear();
-        assert_eq!(s.await_now("pos:2", &mut out), Waiting::Answered);
+        assert_eq!(s.await_now_body("pos:2", &mut out), Waiting::Answered);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
         assert_eq!(
             (v["id"].as_str(), v["decision"].as_str()),

@@ -13,7 +13,8 @@
 
 use crate::edge::quic::frame::{self, FrameDecoder};
 use crate::edge::quic::wire::{self, WireCode, WireError};
-use crate::gateway::decider::{Decided, Decider, overloaded, refusal, store_failed};
+use crate::gateway::Reply;
+use crate::gateway::decider::{Decider, Response, overloaded, refusal, store_failed};
 use crate::tls::{Peer, Revoked};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -189,7 +190,9 @@ async fn refuse_overloaded(
     frame_bytes_max: usize,
 ) {
     let mut out = Vec::with_capacity(128);
-    push_frame(&overloaded(), frame_bytes_max, &mut out);
+    let mut body = Vec::with_capacity(192);
+    wire::reply_body(&overloaded(), &mut body);
+    push_frame(&body, frame_bytes_max, &mut out);
     let _ = recv.stop(codes::DONE.into());
     if send.write_all(&out).await.is_ok() {
         finish(send);
@@ -218,7 +221,7 @@ async fn serve_stream(
         };
         let Some(chunk) = chunk else {
             if let Err(e) = decoder.end() {
-                answers.push(Decided::Now(bad_frame(e)));
+                answers.push(Response::Now(bad_frame(e)));
             }
             let _ = write_answers(&mut send, &mut answers, &mut out, shared).await;
             finish(send);
@@ -254,7 +257,7 @@ fn read_frames(
     decoder: &mut FrameDecoder,
     peer: &Peer,
     shared: &Shared,
-    answers: &mut Vec<Decided>,
+    answers: &mut Vec<Response>,
 ) -> bool {
     while let Some(frame) = decoder.next() {
         match frame {
@@ -266,16 +269,12 @@ fn read_frames(
                 let decided =
                     match wire::parse_request(&body, shared.decider.await_timeout_ms_max()) {
                         Ok(request) => shared.decider.decide(peer, request, read_at),
-                        Err(e) => {
-                            let mut out = Vec::with_capacity(256);
-                            e.write(&mut out);
-                            Decided::Now(out)
-                        }
+                        Err(e) => Response::Now(Reply::from(e)),
                     };
                 answers.push(decided);
             }
             Err(e) => {
-                answers.push(Decided::Now(bad_frame(e)));
+                answers.push(Response::Now(bad_frame(e)));
                 return true;
             }
         }
@@ -283,26 +282,25 @@ fn read_frames(
     false
 }
 
-fn bad_frame(e: frame::FrameError) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160);
-    WireError::from_frame(e).write(&mut out);
-    out
+fn bad_frame(e: frame::FrameError) -> Reply {
+    Reply::from(WireError::from_frame(e))
 }
 
 /// Writes `answers` in order, each as soon as it and those before it are
 /// ready; a run of ready answers goes out in one write.
 async fn write_answers(
     send: &mut quinn::SendStream,
-    answers: &mut Vec<Decided>,
+    answers: &mut Vec<Response>,
     out: &mut Vec<u8>,
     shared: &Shared,
 ) -> Result<(), quinn::WriteError> {
     let mut pending = std::mem::take(answers).into_iter().peekable();
+    let mut body = Vec::with_capacity(256);
     while let Some(answer) = pending.next() {
-        let body = match answer {
-            Decided::Now(body) => body,
-            Decided::Later(rx) => match tokio::time::timeout(shared.answer_wait_max, rx).await {
-                Ok(Ok(body)) => body,
+        let reply = match answer {
+            Response::Now(reply) => reply,
+            Response::Later(rx) => match tokio::time::timeout(shared.answer_wait_max, rx).await {
+                Ok(Ok(reply)) => reply,
                 Ok(Err(_)) => refusal(
                     WireCode::Unavailable,
                     "the service stopped before answering; retry after a pause",
@@ -314,15 +312,17 @@ async fn write_answers(
             },
             // Acknowledged only once durable; a failed commit is never an
             // allow.
-            Decided::Durable(ticket, body) => match ticket.await {
-                Ok(()) => body,
+            Response::Durable(ticket, reply) => match ticket.await {
+                Ok(()) => reply,
                 Err(_) => store_failed(),
             },
         };
+        body.clear();
+        wire::reply_body(&reply, &mut body);
         push_frame(&body, shared.frame_bytes_max, out);
         let next_waits = matches!(
             pending.peek(),
-            Some(Decided::Later(_) | Decided::Durable(..)) | None
+            Some(Response::Later(_) | Response::Durable(..)) | None
         );
         if next_waits {
             send.write_all(out).await?;
@@ -341,9 +341,11 @@ fn push_frame(body: &[u8], frame_bytes_max: usize, out: &mut Vec<u8>) {
             WireCode::Unavailable,
             "the answer is longer than frame_bytes_max",
         );
+        let mut body = Vec::with_capacity(192);
+        wire::reply_body(&refused, &mut body);
         // Invariant: an error body (at most 8,576 bytes) fits any frame
         // limit the service allows... except a limit under it.
-        let _ = frame::encode_max(&refused, frame_bytes_max, out);
+        let _ = frame::encode_max(&body, frame_bytes_max, out);
     }
 }
 

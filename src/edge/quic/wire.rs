@@ -22,6 +22,7 @@ pub use crate::answer::{
 use crate::contract::{self, AtRule, ContractError, ErrorCode, ID_CHARS_MAX};
 use crate::edge::quic::frame::FrameError;
 use crate::engine::Decided;
+use crate::gateway::Reply;
 pub use crate::gateway::Request;
 use crate::rules::{CompiledRules, Outcome};
 use serde_json::{Map, Value};
@@ -231,6 +232,31 @@ fn describe(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// Writes a gateway [`Reply`] as its response body: a decision, a signal's
+/// `{"ok":true,"alerts":[...]}`, or an error.
+pub fn reply_body(reply: &Reply, out: &mut Vec<u8>) {
+    match reply {
+        Reply::Decision { id, decided, rules } => decision_body(id, decided, rules, out),
+        Reply::Signal { alert } => signal_body(alert.as_slice(), out),
+        Reply::Refused(r) => {
+            error_body(r.id.as_deref(), r.code, r.field.as_deref(), &r.message, out)
+        }
+    }
+}
+
+impl From<WireError> for Reply {
+    /// A body that does not parse is refused by the edge itself, as the
+    /// gateway refuses: the same typed answer, written the same way.
+    fn from(e: WireError) -> Reply {
+        Reply::Refused(crate::gateway::Refusal {
+            id: e.id,
+            code: e.code,
+            field: e.field,
+            message: e.message.into(),
+        })
     }
 }
 

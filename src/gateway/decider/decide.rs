@@ -1,0 +1,256 @@
+//! The [`Decider`]: a request from its admission to its answer. What it
+//! needs from the store is read before the lock; it is decided under the
+//! lock, on the task that read it; its answer waits for its commit.
+
+use super::admission::{Admission, Admitted};
+use super::answers::{Response, refusal, store_failed};
+use super::locked::Core;
+use super::waiters::Waiters;
+use crate::answer::WireCode;
+use crate::engine::{Changes, Engine};
+use crate::gateway::access::Peer;
+use crate::gateway::alerts::AlertStore;
+use crate::gateway::cache::EntityCache;
+use crate::gateway::clock::{Clock, monotonic};
+use crate::gateway::durable::{Durable, rulesets_batch};
+use crate::gateway::limits::DeciderLimits;
+use crate::gateway::reply::Reply;
+use crate::gateway::service::{self, Prepared, Request, Service};
+use crate::keys::Keys;
+use crate::store::{Loaded, Store};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+
+/// A change to the engine made between two requests: a rules and lists
+/// reload. It returns a line for the log, or why it was refused (and then
+/// it changed nothing).
+pub type EngineChange = Box<dyn FnOnce(&mut Engine) -> Result<String, String> + Send>;
+
+pub struct Decider {
+    pub(super) core: Mutex<Core>,
+    /// Streams admitted and not yet done ([`Admitted`]).
+    pub(super) admission: Admission,
+    pub(super) await_timeout_ms_max: u64,
+    /// The store, its writer and codecs (shared with `Core`): what a
+    /// request needs is read before the lock.
+    pub(super) durable: Option<Arc<Durable>>,
+    /// Entity states evicted so far (`Core::cache`): see `Core::admit`.
+    pub(super) evictions: Arc<AtomicU64>,
+    pub(super) deadline: Duration,
+    /// Wakes the timer task when an await with an earlier deadline waits.
+    pub(super) timer: Notify,
+}
+
+impl Decider {
+    pub fn new(
+        service: Service,
+        clock: Arc<dyn Clock>,
+        limits: &DeciderLimits,
+        alerts: Arc<AlertStore>,
+        keys: Arc<Keys>,
+        durable: Option<Durable>,
+    ) -> Decider {
+        let durable = durable.map(Arc::new);
+        let cache = durable
+            .as_ref()
+            .map(|_| EntityCache::new(limits.cache_bytes_max));
+        let evictions = Arc::new(AtomicU64::new(0));
+        Decider {
+            evictions: evictions.clone(),
+            await_timeout_ms_max: limits.await_timeout_ms_max,
+            durable: durable.clone(),
+            core: Mutex::new(Core {
+                evictions,
+                service,
+                durable,
+                cache,
+                named: Vec::new(),
+                raised: Vec::new(),
+                next_alert: 0,
+                alerts_kept_max: limits.alerts_kept_max,
+                changes: Changes::default(),
+                clock,
+                awaits_max: limits.awaits_max,
+                waiters: Waiters::default(),
+                closing: false,
+                alerts,
+                keys,
+            }),
+            admission: Admission::new(limits.queue_requests_max),
+            deadline: limits.request_deadline,
+            timer: Notify::new(),
+        }
+    }
+
+    /// Admits a new stream, or `None` when `queue_requests_max` are in
+    /// progress (answer it [`overloaded`]).
+    pub fn admit(&self) -> Option<Admitted> {
+        self.admission.admit()
+    }
+
+    /// The state, for a read or a change that cannot make an answer wrong
+    /// (expiring awaits, shutting down): a poisoned lock still holds the
+    /// waiters, who must be answered.
+    pub(super) fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The longest `timeout_ms` an `await` may ask for: what an edge
+    /// parses requests with.
+    pub fn await_timeout_ms_max(&self) -> u64 {
+        self.await_timeout_ms_max
+    }
+
+    /// Decides one request from `peer` (parsed by its edge), read at
+    /// `read_at`.
+    pub fn decide(&self, peer: &Peer, request: Request, read_at: Instant) -> Response {
+        // The role check and the id's scope read no state: done before the lock.
+        let prepared = match service::prepare(peer, request) {
+            Prepared::Answered(reply) => return Response::Now(reply),
+            prepared => prepared,
+        };
+        // Read before the store: an eviction after it may leave what the
+        // read found older than what was evicted (see `Core::admit`).
+        let epoch = self.evictions.load(Ordering::Acquire);
+        let loaded = match self.read(&prepared) {
+            Ok(l) => l.map(|l| (l, epoch)),
+            Err(answer) => return Response::Now(answer),
+        };
+        let Ok(mut core) = self.core.lock() else {
+            return Response::Now(refusal(
+                WireCode::Unavailable,
+                "the decision engine failed; the service is refusing every request until it restarts",
+            ));
+        };
+        let prepared = if read_at.elapsed() > self.deadline {
+            service::late(prepared)
+        } else {
+            prepared
+        };
+        let decided = core.request(prepared, loaded);
+        if let Response::Later(_) = decided {
+            self.timer.notify_one();
+        }
+        decided
+    }
+
+    /// Reads from the store what `prepared` needs, before the lock: its
+    /// records and entity states. A failed read is answered `unavailable`
+    /// (retryable; nothing applied): without its history a request cannot
+    /// be decided, and is never allowed.
+    fn read(&self, prepared: &Prepared) -> Result<Option<Loaded>, Reply> {
+        let Some(d) = &self.durable else {
+            return Ok(None);
+        };
+        if d.writer.is_failed() {
+            return Err(store_failed());
+        }
+        let store = d.store.as_ref();
+        let read = match prepared {
+            Prepared::Event { ev, .. } => d.persist.read(store, Some(ev), None),
+            Prepared::Await { scoped, .. } => d.persist.read(store, None, Some(scoped)),
+            Prepared::Answered(_) => return Ok(None),
+        };
+        read.map(Some).map_err(|e| {
+            tracing::error!(error = %e, "store read failed: the request is refused");
+            refusal(
+                WireCode::Unavailable,
+                "the store could not be read; the request was not applied; retry after a pause",
+            )
+        })
+    }
+
+    /// Applies `change` between two requests (from a blocking context: a
+    /// reload may walk all history).
+    pub fn change_blocking(&self, change: EngineChange) -> Result<String, String> {
+        let Ok(mut core) = self.core.lock() else {
+            return Err("the decision engine failed; restart the service".to_string());
+        };
+        let kept = core.service.engine().rulesets_len();
+        let line = change(core.service.engine_mut())?;
+        // A new ruleset is kept before any record it decides: queued under
+        // the lock, so ahead of every later decision's batch.
+        if let Some(d) = &core.durable {
+            let batch = rulesets_batch(core.service.engine(), kept);
+            if !batch.is_empty() {
+                let ticket = d.writer.submit(batch).map_err(|e| {
+                    d.writer.fail();
+                    format!("the new ruleset could not be kept: {e}")
+                })?;
+                drop(core);
+                ticket
+                    .wait()
+                    .map_err(|e| format!("the new ruleset could not be kept: {e}"))?;
+            }
+        }
+        Ok(line)
+    }
+
+    /// Puts the alerts the store keeps back in the operator's list, and
+    /// numbers the next after them (at start).
+    pub fn restore_alerts(&self) -> Result<usize, String> {
+        let Some(Durable {
+            store,
+            persist: reader,
+            ..
+        }) = self.durable.as_deref()
+        else {
+            return Ok(0);
+        };
+        let kept = reader.alerts(store.as_ref()).map_err(|e| e.to_string())?;
+        let mut core = self.core();
+        for (seq, alert) in &kept {
+            core.alerts.push(*alert);
+            core.next_alert = core.next_alert.max(seq + 1);
+        }
+        Ok(kept.len())
+    }
+
+    /// Whether a pseudonym-key migration runs (the previous master is
+    /// loaded).
+    pub fn migrating(&self) -> bool {
+        self.durable
+            .as_ref()
+            .is_some_and(|d| d.persist.keys().migrating())
+    }
+
+    /// The store behind the engine, if any.
+    pub fn store(&self) -> Option<Arc<dyn Store>> {
+        self.durable.as_ref().map(|d| Arc::clone(&d.store))
+    }
+
+    /// Whether the store failed: every request is answered `unavailable`.
+    pub fn store_failed(&self) -> bool {
+        self.durable.as_ref().is_some_and(|d| d.writer.is_failed())
+    }
+
+    /// Shutting down: answers every waiting `await` now with its current
+    /// decision, so that no answer in flight waits out its timeout.
+    /// Awaits read from then on answer at once too.
+    pub fn release_awaits(&self) {
+        let mut core = self.core();
+        core.closing = true;
+        core.release_all();
+    }
+
+    /// Answers awaits at their timeouts until `shutdown`.
+    pub async fn run_timer(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let next = self.core().waiters.next_deadline();
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sleep => {}
+                () = self.timer.notified() => {}
+                _ = shutdown.wait_for(|down| *down) => return,
+            }
+            self.core().expire(monotonic());
+        }
+    }
+}
