@@ -19,10 +19,12 @@ mod tally;
 pub use tally::*;
 
 use crate::engine::{Answer, Engine};
+use crate::files::FileError;
 use crate::replay::Item;
-use crate::rules::{CompiledRules, Paired, Verdict};
+use crate::rules::{CompiledRules, Paired, RuleError, Verdict};
+use std::fmt;
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// What `portcullis backtest` was asked for.
@@ -261,28 +263,112 @@ pub fn report(bt: &Backtest, hot_share: f64, changes_file: Option<&str>) -> Stri
     s
 }
 
-/// `portcullis backtest`.
-pub fn command(o: &Options) -> ExitCode {
-    match command_inner(o) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err((code, msg)) => {
-            eprintln!("{msg}");
-            ExitCode::from(code)
+/// Why `portcullis backtest` stopped. Each variant names the step and
+/// the file; [`BacktestError::exit_code`] is 2 for what the operator wrote
+/// (options, rules, lists) and 1 for what could not be read or written.
+#[derive(Debug)]
+pub enum BacktestError {
+    /// `--hot-share` is not a share from 0 to 1.
+    HotShare { hot_share: f64 },
+    /// A rules file (the new ruleset or the baseline) could not be read.
+    RulesRead { path: PathBuf, source: io::Error },
+    /// The two rulesets do not compile: every error, in order.
+    Rules(Vec<RuleError>),
+    /// The labels file could not be opened or read (a bad line is skipped,
+    /// not this).
+    Labels { path: PathBuf, source: io::Error },
+    /// A `--list` argument or its file was refused.
+    Lists(FileError),
+    /// The events file could not be opened.
+    Events(FileError),
+    /// The changes file could not be created.
+    Changes { path: PathBuf, source: io::Error },
+    /// Reading the events or writing the changes failed mid-run.
+    Stopped(io::Error),
+    /// The HTML report could not be written.
+    Report { path: PathBuf, source: io::Error },
+}
+
+impl BacktestError {
+    /// The command's exit code: 2 for what the operator wrote (an option,
+    /// the rules, the lists), 1 for a file that cannot be read or written.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BacktestError::HotShare { .. }
+            | BacktestError::RulesRead { .. }
+            | BacktestError::Rules(_)
+            | BacktestError::Lists(_) => 2,
+            BacktestError::Labels { .. }
+            | BacktestError::Events(_)
+            | BacktestError::Changes { .. }
+            | BacktestError::Stopped(_)
+            | BacktestError::Report { .. } => 1,
         }
     }
 }
 
-fn read_source(path: &std::path::Path) -> Result<String, (u8, String)> {
-    std::fs::read_to_string(path)
-        .map_err(|e| (2, format!("cannot read rules file {}: {e}", path.display())))
+impl fmt::Display for BacktestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BacktestError::HotShare { hot_share } => {
+                write!(f, "--hot-share {hot_share}: expected a share from 0 to 1")
+            }
+            BacktestError::RulesRead { path, source } => {
+                write!(f, "cannot read rules file {}: {source}", path.display())
+            }
+            BacktestError::Rules(errs) => f.write_str(&crate::rules::render_errors(errs)),
+            BacktestError::Labels { path, source } => {
+                write!(f, "cannot read labels file {}: {source}", path.display())
+            }
+            BacktestError::Lists(e) | BacktestError::Events(e) => write!(f, "{e}"),
+            BacktestError::Changes { path, source } => {
+                write!(f, "cannot write changes file {}: {source}", path.display())
+            }
+            BacktestError::Stopped(e) => write!(f, "backtest stopped: {e}"),
+            BacktestError::Report { path, source } => {
+                write!(f, "cannot write report {}: {source}", path.display())
+            }
+        }
+    }
 }
 
-fn command_inner(o: &Options) -> Result<(), (u8, String)> {
+impl std::error::Error for BacktestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BacktestError::RulesRead { source, .. }
+            | BacktestError::Labels { source, .. }
+            | BacktestError::Changes { source, .. }
+            | BacktestError::Report { source, .. } => Some(source),
+            BacktestError::Stopped(e) => Some(e),
+            BacktestError::Lists(e) | BacktestError::Events(e) => Some(e),
+            BacktestError::HotShare { .. } | BacktestError::Rules(_) => None,
+        }
+    }
+}
+
+/// `portcullis backtest`.
+pub fn command(o: &Options) -> ExitCode {
+    match command_inner(o) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn read_source(path: &Path) -> Result<String, BacktestError> {
+    std::fs::read_to_string(path).map_err(|source| BacktestError::RulesRead {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn command_inner(o: &Options) -> Result<(), BacktestError> {
     if !(0.0..=1.0).contains(&o.hot_share) {
-        return Err((
-            2,
-            format!("--hot-share {}: expected a share from 0 to 1", o.hot_share),
-        ));
+        return Err(BacktestError::HotShare {
+            hot_share: o.hot_share,
+        });
     }
     let new_src = read_source(&o.rules)?;
     let (base_file, base_src) = match &o.baseline {
@@ -298,14 +384,16 @@ fn command_inner(o: &Options) -> Result<(), (u8, String)> {
         (&new_file, &new_src),
         &crate::rules::Limits::default(),
     )
-    .map_err(|errs| (2, crate::rules::render_errors(&errs)))?;
+    .map_err(BacktestError::Rules)?;
     let labels = match &o.labels {
         None => Labels::new(),
         Some(p) => {
-            let f = std::fs::File::open(p)
-                .map_err(|e| (1, format!("cannot read labels file {}: {e}", p.display())))?;
-            let (labels, problems) = read_labels(io::BufReader::new(f))
-                .map_err(|e| (1, format!("cannot read labels file {}: {e}", p.display())))?;
+            let labels_err = |source| BacktestError::Labels {
+                path: p.clone(),
+                source,
+            };
+            let f = std::fs::File::open(p).map_err(labels_err)?;
+            let (labels, problems) = read_labels(io::BufReader::new(f)).map_err(labels_err)?;
             for why in problems.iter().take(20) {
                 eprintln!("{}: {why} (skipped)", p.display());
             }
@@ -320,18 +408,21 @@ fn command_inner(o: &Options) -> Result<(), (u8, String)> {
         }
     };
     let mut engine = Engine::new(std::sync::Arc::new(paired.joint.clone()));
-    crate::files::load_lists(&mut engine, &o.lists).map_err(|e| (2, e.to_string()))?;
+    crate::files::load_lists(&mut engine, &o.lists).map_err(BacktestError::Lists)?;
     let input =
-        crate::replay::open_events_for(&mut engine, &o.events).map_err(|e| (1, e.to_string()))?;
+        crate::replay::open_events_for(&mut engine, &o.events).map_err(BacktestError::Events)?;
     let mut changes: Box<dyn Write> = match &o.changes {
         Some(p) => Box::new(io::BufWriter::new(std::fs::File::create(p).map_err(
-            |e| (1, format!("cannot write changes file {}: {e}", p.display())),
+            |source| BacktestError::Changes {
+                path: p.clone(),
+                source,
+            },
         )?)),
         None => Box::new(io::sink()),
     };
     let started = crate::gateway::clock::monotonic();
-    let bt = run(paired, &mut engine, input, &labels, &mut changes)
-        .map_err(|e| (1, format!("backtest stopped: {e}")))?;
+    let bt =
+        run(paired, &mut engine, input, &labels, &mut changes).map_err(BacktestError::Stopped)?;
     let secs = started.elapsed().as_secs_f64();
     let changes_name = o.changes.as_ref().map(|p| p.display().to_string());
     print!("{}", report(&bt, o.hot_share, changes_name.as_deref()));
@@ -342,9 +433,70 @@ fn command_inner(o: &Options) -> Result<(), (u8, String)> {
         bt.events as f64 / secs.max(1e-9)
     );
     if let Some(p) = &o.report {
-        std::fs::write(p, html::render(&bt, o.hot_share))
-            .map_err(|e| (1, format!("cannot write report {}: {e}", p.display())))?;
+        std::fs::write(p, html::render(&bt, o.hot_share)).map_err(|source| {
+            BacktestError::Report {
+                path: p.clone(),
+                source,
+            }
+        })?;
         println!("report: {}", p.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(rules: &str, hot_share: f64) -> Options {
+        Options {
+            rules: PathBuf::from(rules),
+            baseline: None,
+            labels: None,
+            changes: None,
+            report: None,
+            lists: Vec::new(),
+            hot_share,
+            events: "-".to_string(),
+        }
+    }
+
+    /// What the operator wrote is exit 2, a file that cannot be read or
+    /// written exit 1; the texts are the command's.
+    #[test]
+    fn each_error_has_its_exit_code_and_text() {
+        let err = command_inner(&options("rules/default.rules", 2.0)).expect_err("a share");
+        assert!(matches!(err, BacktestError::HotShare { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(
+            err.to_string(),
+            "--hot-share 2: expected a share from 0 to 1"
+        );
+        let missing = "/nonexistent/portcullis-backtest.rules";
+        let err = command_inner(&options(missing, 0.05)).expect_err("no rules file");
+        assert!(matches!(err, BacktestError::RulesRead { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot read rules file {missing}: ")),
+            "{err}"
+        );
+        let mut o = options("rules/default.rules", 0.05);
+        o.lists = vec!["nameonly".to_string()];
+        let err = command_inner(&o).expect_err("a bad --list");
+        assert!(
+            matches!(err, BacktestError::Lists(FileError::ListArg { .. })),
+            "{err:?}"
+        );
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(err.to_string(), "--list nameonly: expected NAME=FILE");
+        let mut o = options("rules/default.rules", 0.05);
+        o.events = "/nonexistent/portcullis-events.jsonl".to_string();
+        let err = command_inner(&o).expect_err("no events file");
+        assert!(
+            matches!(err, BacktestError::Events(FileError::Events { .. })),
+            "{err:?}"
+        );
+        assert_eq!(err.exit_code(), 1);
+    }
 }

@@ -28,11 +28,12 @@ pub mod run;
 use crate::client::{self, ClientError};
 use crate::traffic;
 use clap::Args;
-use payloads::{Payloads, RunTag};
+use payloads::{PayloadError, Payloads, RunTag};
 use peak::PeakSearch;
 use run::{Report, RunSpec, Target, round2};
 use serde_json::{Value, json};
-use std::io::Write;
+use std::fmt;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -118,38 +119,168 @@ pub const P50_RATIO_MAX: f64 = 1.5;
 /// The target peak ratio (gateway / echo).
 pub const PEAK_RATIO_MIN: f64 = 0.8;
 
+/// Why `portcullis loadgen` made no runs, or stopped. The option variants
+/// (exit 2) carry the value given; the others (exit 1) the step that
+/// failed and its typed source.
+#[derive(Debug)]
+pub enum LoadgenError {
+    /// `--rate` is not a number more than 0.
+    Rate { rate: f64 },
+    /// `--duration` is not more than 0 and at most `DURATION_MAX_S`.
+    Duration { duration: f64 },
+    /// `--connections` is not from 1 to [`CONNECTIONS_MAX`].
+    Connections { connections: usize },
+    /// `--subscribers` is not from [`SUBSCRIBERS_MIN`] to
+    /// `traffic::SUBSCRIBERS_MAX`.
+    Subscribers { subscribers: u32 },
+    /// `--answer-timeout-ms` is 0.
+    AnswerTimeout,
+    /// With `--find-peak`, `--rate-max` is below `--rate`.
+    RateMax { rate_max: f64, rate: f64 },
+    /// The runs would need more requests than a run may prepare
+    /// (`payloads::PAYLOADS_MAX`); `requests` is rate x duration, rounded
+    /// up.
+    TooManyRequests { requests: f64 },
+    /// The async runtime could not be started.
+    Runtime(io::Error),
+    /// The client certificate `who` of `tls_dir` could not be read or
+    /// used.
+    Identity {
+        tls_dir: PathBuf,
+        who: String,
+        source: ClientError,
+    },
+    /// The payloads were still shared with an earlier run's tasks.
+    PayloadsShared,
+    /// The requests could not be generated.
+    Payloads(PayloadError),
+    /// A run could not connect to its target, `label` at `addr`.
+    Connect {
+        addr: SocketAddr,
+        label: String,
+        source: ClientError,
+    },
+    /// The echo server did not start.
+    Echo(echo::EchoError),
+}
+
+impl LoadgenError {
+    /// The command's exit code: 2 for options out of range, 1 when the
+    /// certificates cannot be read or a server cannot be reached.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LoadgenError::Rate { .. }
+            | LoadgenError::Duration { .. }
+            | LoadgenError::Connections { .. }
+            | LoadgenError::Subscribers { .. }
+            | LoadgenError::AnswerTimeout
+            | LoadgenError::RateMax { .. }
+            | LoadgenError::TooManyRequests { .. } => 2,
+            LoadgenError::Runtime(_)
+            | LoadgenError::Identity { .. }
+            | LoadgenError::PayloadsShared
+            | LoadgenError::Payloads(_)
+            | LoadgenError::Connect { .. }
+            | LoadgenError::Echo(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for LoadgenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadgenError::Rate { rate } => write!(f, "--rate {rate}: must be more than 0"),
+            LoadgenError::Duration { duration } => write!(
+                f,
+                "--duration {duration}: must be more than 0 and at most {DURATION_MAX_S} seconds"
+            ),
+            LoadgenError::Connections { connections } => write!(
+                f,
+                "--connections {connections}: must be from 1 to {CONNECTIONS_MAX}"
+            ),
+            LoadgenError::Subscribers { subscribers } => write!(
+                f,
+                "--subscribers {subscribers}: must be from {SUBSCRIBERS_MIN} to {}, so requests spread over a realistic population",
+                traffic::SUBSCRIBERS_MAX
+            ),
+            LoadgenError::AnswerTimeout => f.write_str("--answer-timeout-ms must be more than 0"),
+            LoadgenError::RateMax { rate_max, rate } => {
+                write!(f, "--rate-max {rate_max}: must be at least --rate ({rate})")
+            }
+            LoadgenError::TooManyRequests { requests } => write!(
+                f,
+                "{requests} requests (rate x duration) is more than the {} a run may prepare",
+                payloads::PAYLOADS_MAX
+            ),
+            LoadgenError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+            LoadgenError::Identity {
+                tls_dir,
+                who,
+                source,
+            } => write!(f, "{} as {who}: {source}", tls_dir.display()),
+            LoadgenError::PayloadsShared => {
+                f.write_str("the requests are still shared with an earlier run")
+            }
+            LoadgenError::Payloads(e) => write!(f, "{e}"),
+            LoadgenError::Connect {
+                addr,
+                label,
+                source,
+            } => write!(f, "cannot connect to {addr} ({label}): {source}"),
+            LoadgenError::Echo(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadgenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadgenError::Runtime(e) => Some(e),
+            LoadgenError::Identity { source, .. } | LoadgenError::Connect { source, .. } => {
+                Some(source)
+            }
+            LoadgenError::Payloads(e) => Some(e),
+            LoadgenError::Echo(e) => Some(e),
+            LoadgenError::Rate { .. }
+            | LoadgenError::Duration { .. }
+            | LoadgenError::Connections { .. }
+            | LoadgenError::Subscribers { .. }
+            | LoadgenError::AnswerTimeout
+            | LoadgenError::RateMax { .. }
+            | LoadgenError::TooManyRequests { .. }
+            | LoadgenError::PayloadsShared => None,
+        }
+    }
+}
+
 /// Checks the options, naming the first one out of range.
-pub fn check(o: &LoadgenOptions) -> Result<(), String> {
+pub fn check(o: &LoadgenOptions) -> Result<(), LoadgenError> {
     if !(o.rate.is_finite() && o.rate > 0.0) {
-        return Err(format!("--rate {}: must be more than 0", o.rate));
+        return Err(LoadgenError::Rate { rate: o.rate });
     }
     if !(o.duration.is_finite() && o.duration > 0.0 && o.duration <= DURATION_MAX_S) {
-        return Err(format!(
-            "--duration {}: must be more than 0 and at most {DURATION_MAX_S} seconds",
-            o.duration
-        ));
+        return Err(LoadgenError::Duration {
+            duration: o.duration,
+        });
     }
     if !(1..=CONNECTIONS_MAX).contains(&o.connections) {
-        return Err(format!(
-            "--connections {}: must be from 1 to {CONNECTIONS_MAX}",
-            o.connections
-        ));
+        return Err(LoadgenError::Connections {
+            connections: o.connections,
+        });
     }
     if !(SUBSCRIBERS_MIN..=traffic::SUBSCRIBERS_MAX).contains(&o.subscribers) {
-        return Err(format!(
-            "--subscribers {}: must be from {SUBSCRIBERS_MIN} to {}, so requests spread over a realistic population",
-            o.subscribers,
-            traffic::SUBSCRIBERS_MAX
-        ));
+        return Err(LoadgenError::Subscribers {
+            subscribers: o.subscribers,
+        });
     }
     if o.answer_timeout_ms == 0 {
-        return Err("--answer-timeout-ms must be more than 0".to_string());
+        return Err(LoadgenError::AnswerTimeout);
     }
     if o.find_peak && !(o.rate_max.is_finite() && o.rate_max >= o.rate) {
-        return Err(format!(
-            "--rate-max {}: must be at least --rate ({})",
-            o.rate_max, o.rate
-        ));
+        return Err(LoadgenError::RateMax {
+            rate_max: o.rate_max,
+            rate: o.rate,
+        });
     }
     let most = if o.find_peak {
         2.0 * o.rate_max
@@ -158,10 +289,7 @@ pub fn check(o: &LoadgenOptions) -> Result<(), String> {
     };
     let n = (most * o.duration).ceil();
     if n > payloads::PAYLOADS_MAX as f64 {
-        return Err(format!(
-            "{n} requests (rate x duration) is more than the {} a run may prepare",
-            payloads::PAYLOADS_MAX
-        ));
+        return Err(LoadgenError::TooManyRequests { requests: n });
     }
     Ok(())
 }
@@ -170,31 +298,28 @@ pub fn check(o: &LoadgenOptions) -> Result<(), String> {
 /// measured), 2 for options out of range, 1 when the certificates cannot
 /// be read or a server cannot be reached.
 pub fn command(o: &LoadgenOptions) -> ExitCode {
-    if let Err(msg) = check(o) {
-        eprintln!("loadgen: {msg}");
-        return ExitCode::from(2);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("loadgen: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(main(o)) {
+    match command_inner(o) {
         Ok(out) => {
             // A closed standard output (`| head`) is not the run's failure.
             let _ = writeln!(std::io::stdout(), "{out}");
             ExitCode::SUCCESS
         }
-        Err(msg) => {
-            eprintln!("loadgen: {msg}");
-            ExitCode::FAILURE
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The options checked, then the runs, on a runtime of their own: what
+/// the command prints, or why it stopped.
+fn command_inner(o: &LoadgenOptions) -> Result<String, LoadgenError> {
+    check(o)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(LoadgenError::Runtime)?;
+    runtime.block_on(main(o))
 }
 
 /// Everything a command's runs share: the client configuration, the
@@ -212,9 +337,13 @@ pub struct Bench {
 impl Bench {
     /// Reads the client's certificate (its identity names verifications'
     /// holds) and prepares an empty set of payloads.
-    pub fn new(o: &LoadgenOptions) -> Result<Bench, String> {
+    pub fn new(o: &LoadgenOptions) -> Result<Bench, LoadgenError> {
         let who = &o.as_;
-        let tls_err = |e: ClientError| format!("{} as {who}: {e}", o.tls_dir.display());
+        let tls_err = |source: ClientError| LoadgenError::Identity {
+            tls_dir: o.tls_dir.clone(),
+            who: who.clone(),
+            source,
+        };
         let peer = client::identity(&o.tls_dir, who).map_err(tls_err)?;
         let config = client::client_config(&o.tls_dir, who).map_err(tls_err)?;
         let cfg = traffic::Config {
@@ -264,7 +393,7 @@ impl Bench {
         target: &Target,
         rate: f64,
         repeats: usize,
-    ) -> Result<Report, String> {
+    ) -> Result<Report, LoadgenError> {
         let mut reports = Vec::with_capacity(repeats.max(1));
         for i in 0..repeats.max(1) {
             if i > 0 {
@@ -281,23 +410,26 @@ impl Bench {
     /// One run at `rate` against `target`: payloads generated first if
     /// there are not enough, then tagged afresh, so no id repeats one
     /// the server has seen.
-    pub async fn run(&mut self, target: &Target, rate: f64) -> Result<Report, String> {
+    pub async fn run(&mut self, target: &Target, rate: f64) -> Result<Report, LoadgenError> {
         let spec = self.spec(rate);
         let n = spec.requests();
         // The last run's scheduler has ended, so the payloads are ours
         // alone again; an error rather than a panic if they are not.
-        let payloads = Arc::get_mut(&mut self.payloads)
-            .ok_or("the requests are still shared with an earlier run")?;
+        let payloads = Arc::get_mut(&mut self.payloads).ok_or(LoadgenError::PayloadsShared)?;
         if n > payloads.len() {
             if self.progress {
                 eprintln!("loadgen: generating {n} requests");
             }
-            payloads.ensure(n).map_err(|e| e.to_string())?;
+            payloads.ensure(n).map_err(LoadgenError::Payloads)?;
         }
         payloads.retag(RunTag::fresh());
         let report = run::run(target, &spec, Arc::clone(&self.payloads))
             .await
-            .map_err(|e| format!("cannot connect to {} ({}): {e}", target.addr, target.label))?;
+            .map_err(|source| LoadgenError::Connect {
+                addr: target.addr,
+                label: target.label.clone(),
+                source,
+            })?;
         if self.progress {
             eprintln!(
                 "loadgen: {} at {:.0}/s: achieved {:.0}/s, p99 {} us{}",
@@ -318,7 +450,7 @@ impl Bench {
     }
 }
 
-async fn main(o: &LoadgenOptions) -> Result<String, String> {
+async fn main(o: &LoadgenOptions) -> Result<String, LoadgenError> {
     let mut bench = Bench::new(o)?;
     if o.find_peak {
         let found = find_peak(&mut bench, o).await?;
@@ -331,7 +463,7 @@ async fn main(o: &LoadgenOptions) -> Result<String, String> {
     let gateway = bench.run(&bench.gateway.clone(), o.rate).await?;
     let echo = if o.echo_baseline {
         tokio::time::sleep(SETTLE).await;
-        let (addr, handle) = echo::start(&o.tls_dir).map_err(|e| e.to_string())?;
+        let (addr, handle) = echo::start(&o.tls_dir).map_err(LoadgenError::Echo)?;
         let report = bench.run(&bench.echo_target(addr), o.rate).await;
         stop_echo(handle).await;
         Some(report?)
@@ -620,7 +752,7 @@ async fn overload(
     target: &Target,
     peak: f64,
     repeats: usize,
-) -> Result<(Report, Report), String> {
+) -> Result<(Report, Report), LoadgenError> {
     tokio::time::sleep(SETTLE).await;
     let at80 = bench
         .run_median(target, (peak * 0.8).round().max(1.0), repeats)
@@ -633,7 +765,11 @@ async fn overload(
 }
 
 /// Searches one target's peak from `--rate` up to `--rate-max`.
-async fn search(bench: &mut Bench, target: &Target, o: &LoadgenOptions) -> Result<Peak, String> {
+async fn search(
+    bench: &mut Bench,
+    target: &Target,
+    o: &LoadgenOptions,
+) -> Result<Peak, LoadgenError> {
     let mut s = PeakSearch::new(o.rate, o.rate_max, peak::RUNS_MAX);
     let mut runs = Vec::new();
     while let Some(rate) = s.next_rate() {
@@ -650,10 +786,10 @@ async fn search(bench: &mut Bench, target: &Target, o: &LoadgenOptions) -> Resul
 
 /// `--find-peak`: the gateway's peak, the echo server's, the p50s at half
 /// the gateway's peak, and the gateway at 80% and 2x its peak.
-async fn find_peak(bench: &mut Bench, o: &LoadgenOptions) -> Result<Found, String> {
+async fn find_peak(bench: &mut Bench, o: &LoadgenOptions) -> Result<Found, LoadgenError> {
     let gateway_target = bench.gateway.clone();
     let gateway = search(bench, &gateway_target, o).await?;
-    let (addr, handle) = echo::start(&o.tls_dir).map_err(|e| e.to_string())?;
+    let (addr, handle) = echo::start(&o.tls_dir).map_err(LoadgenError::Echo)?;
     let echo_target = bench.echo_target(addr);
     let measured = async {
         let echo = search(bench, &echo_target, o).await?;
@@ -671,7 +807,7 @@ async fn find_peak(bench: &mut Bench, o: &LoadgenOptions) -> Result<Found, Strin
             Some(p) => Some(overload(bench, &echo_target, p, o.repeats).await?),
             None => None,
         };
-        Ok::<_, String>((echo, half, echo_overload))
+        Ok::<_, LoadgenError>((echo, half, echo_overload))
     }
     .await;
     stop_echo(handle).await;
@@ -689,4 +825,86 @@ async fn find_peak(bench: &mut Bench, o: &LoadgenOptions) -> Result<Found, Strin
         overload,
         echo_overload,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> LoadgenOptions {
+        LoadgenOptions {
+            addr: "127.0.0.1:4433".parse().expect("an address"),
+            tls_dir: PathBuf::from("/nonexistent/portcullis-loadgen-tls"),
+            rate: 100.0,
+            duration: 1.0,
+            connections: 4,
+            json: false,
+            echo_baseline: false,
+            as_: "admin".to_string(),
+            server_name: "localhost".to_string(),
+            subscribers: SUBSCRIBERS_MIN,
+            seed: 1,
+            answer_timeout_ms: 5000,
+            find_peak: false,
+            rate_max: 200_000.0,
+            repeats: 3,
+        }
+    }
+
+    /// Each option out of range is its own variant, exit 2, with the text
+    /// the command has always printed.
+    #[test]
+    fn options_out_of_range_are_exit_2_and_name_the_option() {
+        assert!(check(&options()).is_ok());
+        /// What a case changes in valid options.
+        type Change = fn(&mut LoadgenOptions);
+        let cases: [(Change, &str); 4] = [
+            (|o| o.rate = 0.0, "--rate 0: must be more than 0"),
+            (
+                |o| o.connections = 0,
+                "--connections 0: must be from 1 to 1000",
+            ),
+            (
+                |o| o.answer_timeout_ms = 0,
+                "--answer-timeout-ms must be more than 0",
+            ),
+            (
+                |o| {
+                    o.find_peak = true;
+                    o.rate_max = 50.0;
+                },
+                "--rate-max 50: must be at least --rate (100)",
+            ),
+        ];
+        for (change, want) in cases {
+            let mut o = options();
+            change(&mut o);
+            let err = check(&o).expect_err(want);
+            assert_eq!(err.to_string(), want);
+            assert_eq!(err.exit_code(), 2, "{err:?}");
+        }
+        let mut o = options();
+        o.rate = 1e9;
+        let err = check(&o).expect_err("too many");
+        assert!(matches!(err, LoadgenError::TooManyRequests { requests } if requests == 1e9));
+        assert!(
+            err.to_string()
+                .starts_with("1000000000 requests (rate x duration)")
+        );
+    }
+
+    /// Certificates that cannot be read are exit 1, named by directory and
+    /// role, with the client's error as the source.
+    #[test]
+    fn unreadable_certificates_are_exit_1() {
+        let err = Bench::new(&options()).err().expect("no certificates");
+        assert!(matches!(err, LoadgenError::Identity { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), 1);
+        assert!(std::error::Error::source(&err).is_some());
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/portcullis-loadgen-tls as admin: "),
+            "{err}"
+        );
+    }
 }

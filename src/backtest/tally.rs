@@ -5,6 +5,7 @@
 use crate::contract::{Event, Kind, Timestamp};
 use crate::rules::{CompiledRules, Outcome, Paired, Verdict};
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::io::{self, BufRead};
 
 /// Changed requests shown in the terminal; `--changes` gets them all.
@@ -48,23 +49,61 @@ pub fn read_labels<R: BufRead>(input: R) -> io::Result<(Labels, Vec<String>)> {
     Ok((labels, problems))
 }
 
-fn parse_label(line: &str) -> Result<(String, Label), String> {
-    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
+/// Why one line of a labels file was skipped. No variant holds the line
+/// or a value of it: a label's id is a request's, and the report names the
+/// line by its number.
+#[derive(Debug)]
+pub enum LabelError {
+    /// The line is not JSON.
+    NotJson(serde_json::Error),
+    /// The line is JSON but not an object.
+    NotObject,
+    /// `id` is missing, not a string, or empty.
+    Id,
+    /// `label` is missing or neither `"fraud"` nor `"legit"`.
+    Label,
+    /// `story` is there and neither a string nor null.
+    Story,
+}
+
+impl fmt::Display for LabelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LabelError::NotJson(e) => write!(f, "not JSON: {e}"),
+            LabelError::NotObject => f.write_str("not a JSON object"),
+            LabelError::Id => f.write_str("field id: expected a non-empty string"),
+            LabelError::Label => f.write_str("field label: expected \"fraud\" or \"legit\""),
+            LabelError::Story => f.write_str("field story: expected a string"),
+        }
+    }
+}
+
+impl std::error::Error for LabelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LabelError::NotJson(e) => Some(e),
+            LabelError::NotObject | LabelError::Id | LabelError::Label | LabelError::Story => None,
+        }
+    }
+}
+
+fn parse_label(line: &str) -> Result<(String, Label), LabelError> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(LabelError::NotJson)?;
+    let obj = v.as_object().ok_or(LabelError::NotObject)?;
     let id = obj
         .get("id")
         .and_then(|x| x.as_str())
         .filter(|s| !s.is_empty())
-        .ok_or("field id: expected a non-empty string")?;
+        .ok_or(LabelError::Id)?;
     let fraud = match obj.get("label").and_then(|x| x.as_str()) {
         Some("fraud") => true,
         Some("legit") => false,
-        _ => return Err("field label: expected \"fraud\" or \"legit\"".into()),
+        _ => return Err(LabelError::Label),
     };
     let story = match obj.get("story") {
         None | Some(serde_json::Value::Null) => String::new(),
         Some(serde_json::Value::String(s)) => s.clone(),
-        Some(_) => return Err("field story: expected a string".into()),
+        Some(_) => return Err(LabelError::Story),
     };
     Ok((id.to_string(), Label { fraud, story }))
 }
@@ -287,4 +326,54 @@ pub fn percent(x: Option<f64>) -> String {
 
 pub fn share(n: u64, of: u64) -> f64 {
     if of == 0 { 0.0 } else { n as f64 / of as f64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each way a label line is wrong is its own variant, with the text the
+    /// report has always given.
+    #[test]
+    fn a_bad_label_line_says_what_is_wrong() {
+        /// Whether an error is the variant a case expects.
+        type Is = fn(&LabelError) -> bool;
+        let cases: [(&str, Is, &str); 5] = [
+            (
+                "not json",
+                |e| matches!(e, LabelError::NotJson(_)),
+                "not JSON: ",
+            ),
+            (
+                "[1]",
+                |e| matches!(e, LabelError::NotObject),
+                "not a JSON object",
+            ),
+            (
+                r#"{"id":"","label":"fraud"}"#,
+                |e| matches!(e, LabelError::Id),
+                "field id: expected a non-empty string",
+            ),
+            (
+                r#"{"id":"a","label":"maybe"}"#,
+                |e| matches!(e, LabelError::Label),
+                "field label: expected \"fraud\" or \"legit\"",
+            ),
+            (
+                r#"{"id":"a","label":"legit","story":1}"#,
+                |e| matches!(e, LabelError::Story),
+                "field story: expected a string",
+            ),
+        ];
+        for (line, is, want) in cases {
+            let err = parse_label(line).expect_err(line);
+            assert!(is(&err), "{line}: {err:?}");
+            assert!(err.to_string().starts_with(want), "{line}: {err}");
+        }
+        let (id, label) = parse_label(r#"{"id":"a","label":"fraud"}"#).expect("a label");
+        assert_eq!(
+            (id.as_str(), label.fraud, label.story.as_str()),
+            ("a", true, "")
+        );
+    }
 }
