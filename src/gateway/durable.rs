@@ -7,7 +7,8 @@
 //! read when a request names them, so a store of millions of subscribers
 //! opens in the time redb takes to open its file.
 
-use crate::engine::{Engine, FingerprintKey};
+use crate::engine::{Engine, FingerprintKey, ReloadError};
+use crate::gateway::error::GatewayError;
 use crate::keys::Keys;
 use crate::rules::{CompiledRules, Limits as RuleLimits};
 use crate::store::{
@@ -60,16 +61,18 @@ impl Backing {
 
 /// Opens the store of `backing` (creating the data directory, mode 0700,
 /// and the file if need be).
-pub fn open(backing: &Backing) -> Result<Arc<dyn Store>, String> {
+pub fn open(backing: &Backing) -> Result<Arc<dyn Store>, GatewayError> {
     match backing {
         Backing::Memory => Ok(Arc::new(MemoryStore::new())),
         Backing::Redb(path) => {
             if let Some(dir) = path.parent() {
-                crate::store::backup::create_private_dir(dir)?;
+                crate::files::create_private_dir(dir).map_err(|source| GatewayError::DataDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
             }
             create_private_file(path)?;
-            let store = RedbStore::open(path).map_err(|e| e.to_string())?;
-            Ok(Arc::new(store))
+            Ok(Arc::new(RedbStore::open(path)?))
         }
     }
 }
@@ -77,38 +80,32 @@ pub fn open(backing: &Backing) -> Result<Arc<dyn Store>, String> {
 /// Creates the store file empty, mode 0600, if it is missing (redb makes
 /// a new store in an empty file): what it holds is pseudonyms and sealed
 /// values, and still no one else's to read.
-fn create_private_file(path: &Path) -> Result<(), String> {
+fn create_private_file(path: &Path) -> Result<(), GatewayError> {
     match crate::files::create_new_file(path, b"", 0o600) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(format!("cannot create the store {}: {e}", path.display())),
+        Err(source) => Err(GatewayError::StoreFile {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 /// The rulesets `store` keeps, in index order, compiled.
-pub fn stored_rulesets(store: &dyn Store) -> Result<Vec<Arc<CompiledRules>>, String> {
+pub fn stored_rulesets(store: &dyn Store) -> Result<Vec<Arc<CompiledRules>>, GatewayError> {
     let mut out = Vec::new();
-    for (i, (key, value)) in store
-        .scan(Table::Rulesets)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .enumerate()
-    {
-        let want = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
+    for (index, (key, value)) in store.scan(Table::Rulesets)?.into_iter().enumerate() {
+        let want = u32::try_from(index).unwrap_or(u32::MAX).to_be_bytes();
         if key != want {
-            return Err(format!(
-                "the store's rulesets are not numbered 0, 1, 2, ...: entry {i} is missing"
-            ));
+            return Err(GatewayError::RulesetMissing { index });
         }
         let stored: StoredRuleset = serde_json::from_slice(&value)
-            .map_err(|e| format!("the store's ruleset {i} does not read: {e}"))?;
+            .map_err(|source| GatewayError::RulesetUnreadable { index, source })?;
         let compiled = CompiledRules::compile(&stored.file, &stored.source, &RuleLimits::default())
-            .map_err(|errs| {
-                format!(
-                    "the store's ruleset {i} ({}) no longer compiles, so records it decided cannot be answered:\n{}",
-                    stored.file,
-                    crate::rules::render_errors(&errs)
-                )
+            .map_err(|errors| GatewayError::RulesetStale {
+                index,
+                file: stored.file.clone(),
+                errors,
             })?;
         out.push(Arc::new(compiled));
     }
@@ -133,19 +130,15 @@ pub fn rulesets_batch(engine: &Engine, from: usize) -> Batch {
 }
 
 /// Checks the store's format, or marks a new store with it.
-pub fn check_format(store: &dyn Store) -> Result<Batch, String> {
+pub fn check_format(store: &dyn Store) -> Result<Batch, GatewayError> {
     let mut batch = Batch::new();
-    match store
-        .get(Table::Meta, FORMAT_KEY)
-        .map_err(|e| e.to_string())?
-    {
+    match store.get(Table::Meta, FORMAT_KEY)? {
         Some(v) if v == FORMAT => {}
         Some(v) => {
-            return Err(format!(
-                "the store's format is {}, this build reads format {}",
-                String::from_utf8_lossy(&v),
-                String::from_utf8_lossy(FORMAT)
-            ));
+            return Err(GatewayError::Format {
+                found: String::from_utf8_lossy(&v).into_owned(),
+                reads: String::from_utf8_lossy(FORMAT).into_owned(),
+            });
         }
         None => batch.put(Table::Meta, FORMAT_KEY.to_vec(), FORMAT.to_vec()),
     }
@@ -162,8 +155,8 @@ pub fn start(
     store: Arc<dyn Store>,
     engine: &mut Engine,
     keys: Arc<Keys>,
-    apply: impl FnOnce(&mut Engine) -> Result<(), String>,
-) -> Result<(Durable, Restored), String> {
+    apply: impl FnOnce(&mut Engine) -> Result<(), ReloadError>,
+) -> Result<(Durable, Restored), GatewayError> {
     let mut batches = vec![check_format(store.as_ref())?];
     let stored = stored_rulesets(store.as_ref())?;
     let kept = stored.len();
@@ -171,13 +164,11 @@ pub fn start(
         engine.restore_rulesets(stored);
     }
     let persist = Persist::new(keys.clone(), FingerprintKey(keys.records_key()));
-    let restored = persist
-        .restore(store.as_ref(), engine)
-        .map_err(|e| e.to_string())?;
+    let restored = persist.restore(store.as_ref(), engine)?;
     apply(engine)?;
     batches.push(rulesets_batch(engine, kept));
     if batches.iter().any(|b| !b.is_empty()) {
-        store.commit(&batches).map_err(|e| e.to_string())?;
+        store.commit(&batches)?;
     }
     engine.track_changes();
     let writer = GroupCommit::start(store.clone(), WriterLimits::default());
@@ -256,7 +247,7 @@ mod tests {
             FingerprintKey(keys.records_key()),
         );
         let (durable, _) = start(store.clone(), &mut engine, keys.clone(), |e| {
-            e.load_rules(rules).map(drop).map_err(|e| e.to_string())
+            e.load_rules(rules).map(drop)
         })
         .expect("the store opens");
         (Service::new(engine, 30_000), durable)

@@ -11,6 +11,7 @@
 //!   lock, queueing the durable commit, awaits and their timer, upkeep.
 //! - [`durable`]: opening the service's state (the store, the rulesets its
 //!   records name, pending holds, lists) and the writer.
+//! - [`error`]: what can go wrong outside a request, typed.
 //! - [`cache`]: entity states in memory in front of the store, bounded.
 //! - [`alerts`]: alerts kept for the operator surface.
 //! - [`clock`]: the one place the service reads the time.
@@ -23,9 +24,11 @@ pub mod cache;
 pub mod clock;
 pub mod decider;
 pub mod durable;
+pub mod error;
 pub mod limits;
 pub mod reply;
 pub mod service;
 
+pub use error::GatewayError;
 pub use reply::{Refusal, Reply};
 pub use service::Request;

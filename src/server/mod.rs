@@ -16,13 +16,17 @@ pub mod config;
 pub use config::{Config, ConfigError, FileConfig, Limits, StoreKind, quic_transport};
 
 use crate::edge::control;
+use crate::edge::control::ControlError;
 use crate::edge::quic::connection;
-use crate::engine::{Engine, EngineLimits, FingerprintKey};
+use crate::engine::{Engine, EngineLimits, FingerprintKey, ReloadError};
+use crate::files::FileError;
+use crate::gateway::GatewayError;
 use crate::gateway::alerts::AlertStore;
 use crate::gateway::clock::{Clock, SystemClock};
 use crate::gateway::decider::{Decider, EngineChange};
 use crate::gateway::durable::{self, Backing};
 use crate::gateway::service::Service;
+use crate::keys::KeyError;
 use crate::keys::Keys;
 use crate::rules::CompiledRules;
 use clap::Args;
@@ -75,43 +79,128 @@ pub struct ServeOptions {
 /// Why a service did not start.
 #[derive(Debug)]
 pub enum ServeError {
-    /// The configuration, rules or lists cannot be served.
-    Config(String),
+    /// A limit is out of its range.
+    Config(ConfigError),
+    /// The rules or list files cannot be served.
+    Load(LoadError),
+    /// The rules and lists read, but the engine refused them.
+    Rules(ReloadError),
     /// The TLS files are missing, unreadable or invalid.
     Tls(crate::tls::TlsError),
     /// The keys are missing, unreadable, shared with others or invalid.
-    Keys(String),
+    Keys(KeyError),
+    /// A durable store, and no keys that outlive the process.
+    KeysNeeded { store: PathBuf },
     /// The store cannot be opened or read, or its writer failed.
-    Store(String),
+    Store(GatewayError),
+    /// The control socket cannot be bound.
+    Control(ControlError),
     /// The address cannot be bound (in use, not local, not permitted).
     Bind {
         addr: SocketAddr,
         error: std::io::Error,
     },
-    Io(String),
+    /// The bound socket has no address.
+    NoAddress(std::io::Error),
+    /// Not called inside a tokio runtime.
+    NoRuntime,
 }
 
 impl std::fmt::Display for ServeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ServeError::Config(m) | ServeError::Io(m) => f.write_str(m),
-            ServeError::Keys(m) => write!(f, "keys: {m}"),
-            ServeError::Store(m) => write!(f, "store: {m}"),
+            ServeError::Config(e) => f.write_str(&e.0),
+            ServeError::Load(e) => e.fmt(f),
+            ServeError::Rules(e) => e.fmt(f),
+            ServeError::Keys(e) => write!(f, "keys: {e}"),
+            ServeError::KeysNeeded { store } => write!(
+                f,
+                "keys: the store {} needs keys that outlive the process: give --keys DIR, a credentials directory holding pseudonym.key, or a TLS directory written by `portcullis certs dev` (it holds development keys); or --store memory",
+                store.display()
+            ),
+            ServeError::Store(e) => write!(f, "store: {e}"),
+            ServeError::Control(e) => write!(f, "store: {e}"),
             ServeError::Tls(e) => write!(f, "TLS: {e}"),
             ServeError::Bind { addr, error } => write!(f, "cannot bind quic={addr}: {error}"),
+            ServeError::NoAddress(e) => write!(f, "the bound address: {e}"),
+            ServeError::NoRuntime => f.write_str("no async runtime for QUIC"),
         }
     }
 }
+
+impl std::error::Error for ServeError {}
 
 impl ServeError {
     /// 2 for what the operator wrote (config, rules, lists), 1 otherwise.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            ServeError::Config(_) => ExitCode::from(2),
+            ServeError::Config(_) | ServeError::Load(_) | ServeError::Rules(_) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
     }
 }
+
+/// Why the rules and list files cannot be served.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The rules file does not read or compile.
+    Rules(FileError),
+    /// A decision the rules can give would not fit a frame.
+    DecisionTooLong {
+        bound: usize,
+        frame_bytes_max: usize,
+    },
+    /// A list file for a list the rules do not declare.
+    Undeclared { name: String, path: PathBuf },
+    /// A list file does not read within its bounds.
+    List { name: String, source: FileError },
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Rules(e) => e.fmt(f),
+            LoadError::DecisionTooLong {
+                bound,
+                frame_bytes_max,
+            } => write!(
+                f,
+                "the ruleset's longest decision is {bound} bytes, over frame_bytes_max {frame_bytes_max}: shorten its label, rule or method names"
+            ),
+            LoadError::Undeclared { name, path } => write!(
+                f,
+                "list {name} ({}): the ruleset declares no list {name}",
+                path.display()
+            ),
+            LoadError::List { name, source } => write!(f, "list {name}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Why a reload changed nothing.
+#[derive(Debug)]
+pub enum ReloadFailed {
+    Load(LoadError),
+    Tls(crate::tls::TlsError),
+    /// The reload's blocking work stopped (a panic).
+    Stopped(tokio::task::JoinError),
+    Refused(GatewayError),
+}
+
+impl std::fmt::Display for ReloadFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadFailed::Load(e) => e.fmt(f),
+            ReloadFailed::Tls(e) => write!(f, "TLS files: {e}"),
+            ReloadFailed::Stopped(e) => write!(f, "reload: {e}"),
+            ReloadFailed::Refused(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReloadFailed {}
 
 impl Config {
     /// Where state is kept.
@@ -173,25 +262,30 @@ pub struct Loaded {
 
 /// Reads and compiles the rules and reads the list files of `config`,
 /// checking that every decision the rules can give fits a frame.
-pub fn load(config: &Config) -> Result<Loaded, String> {
-    let rules = crate::files::load_rules(config.rules.as_deref()).map_err(|e| e.to_string())?;
-    if let Err(bound) = crate::edge::quic::wire::ruleset_fits(&rules, config.limits.frame_bytes_max)
-    {
-        return Err(format!(
-            "the ruleset's longest decision is {bound} bytes, over frame_bytes_max {}: shorten its label, rule or method names",
-            config.limits.frame_bytes_max
-        ));
+pub fn load(config: &Config) -> Result<Loaded, LoadError> {
+    let rules = crate::files::load_rules(config.rules.as_deref()).map_err(LoadError::Rules)?;
+    let frame_bytes_max = config.limits.frame_bytes_max;
+    if let Err(bound) = crate::edge::quic::wire::ruleset_fits(&rules, frame_bytes_max) {
+        return Err(LoadError::DecisionTooLong {
+            bound,
+            frame_bytes_max,
+        });
     }
     let mut lists = Vec::new();
     for (name, path) in &config.lists {
         if !rules.lists.iter().any(|d| d.name == *name) {
-            return Err(format!(
-                "list {name} ({}): the ruleset declares no list {name}",
-                path.display()
-            ));
+            return Err(LoadError::Undeclared {
+                name: name.clone(),
+                path: path.clone(),
+            });
         }
-        let values = crate::files::read_list_file(path, rules.limits.list_items_max)
-            .map_err(|e| format!("list {name}: {e}"))?;
+        let values =
+            crate::files::read_list_file(path, rules.limits.list_items_max).map_err(|source| {
+                LoadError::List {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
         lists.push((name.clone(), values));
     }
     Ok(Loaded {
@@ -225,7 +319,7 @@ pub enum KeySource {
 /// A key source that is there but unusable (a key readable by others, bad
 /// contents) is an error, never skipped.
 pub fn keys_for(config: &Config) -> Result<(Keys, KeySource), ServeError> {
-    let load = |dir: &Path| Keys::load(dir).map_err(|e| ServeError::Keys(e.to_string()));
+    let load = |dir: &Path| Keys::load(dir).map_err(ServeError::Keys);
     if let Some(dir) = &config.keys {
         return Ok((load(dir)?, KeySource::Dir(dir.clone())));
     }
@@ -244,12 +338,9 @@ pub fn keys_for(config: &Config) -> Result<(Keys, KeySource), ServeError> {
     // Keys for this process alone cannot open what it keeps on disk after
     // a restart: only a store in memory may use them.
     if let Backing::Redb(path) = config.backing() {
-        return Err(ServeError::Keys(format!(
-            "the store {} needs keys that outlive the process: give --keys DIR, a credentials directory holding pseudonym.key, or a TLS directory written by `portcullis certs dev` (it holds development keys); or --store memory",
-            path.display()
-        )));
+        return Err(ServeError::KeysNeeded { store: path });
     }
-    let keys = Keys::random().map_err(|e| ServeError::Keys(e.to_string()))?;
+    let keys = Keys::random().map_err(ServeError::Keys)?;
     Ok((keys, KeySource::Ephemeral))
 }
 
@@ -302,8 +393,8 @@ impl Server {
         clock: Arc<dyn Clock>,
         store: Option<Arc<dyn crate::store::Store>>,
     ) -> Result<Server, ServeError> {
-        config.limits.check().map_err(|e| ServeError::Config(e.0))?;
-        let loaded = load(&config).map_err(ServeError::Config)?;
+        config.limits.check().map_err(ServeError::Config)?;
+        let loaded = load(&config).map_err(ServeError::Load)?;
         let (quinn_config, revoked) = config.quinn_server_and_revoked().map_err(ServeError::Tls)?;
         let (revoked, revoked_rx) = watch::channel(Arc::new(revoked));
         let (keys, source) = keys_for(&config)?;
@@ -319,7 +410,7 @@ impl Server {
         // to read before deciding, nothing to seal or commit after.
         let durable = match store {
             None => {
-                apply(&mut engine, loaded).map_err(ServeError::Config)?;
+                apply(&mut engine, loaded).map_err(ServeError::Rules)?;
                 None
             }
             Some(store) => {
@@ -337,13 +428,11 @@ impl Server {
             }
         };
         let control = match (&config.data, durable.is_some()) {
-            (Some(data), true) => Some(control::bind(data).map_err(ServeError::Store)?),
+            (Some(data), true) => Some(control::bind(data).map_err(ServeError::Control)?),
             _ => None,
         };
         let endpoint = bind(&config, quinn_config)?;
-        let addr = endpoint
-            .local_addr()
-            .map_err(|e| ServeError::Io(format!("the bound address: {e}")))?;
+        let addr = endpoint.local_addr().map_err(ServeError::NoAddress)?;
         let alerts = Arc::new(AlertStore::new(config.limits.alerts_kept_max));
         let service = Service::new(engine, config.limits.await_timeout_ms_max);
         let decider = Arc::new(Decider::new(
@@ -434,23 +523,24 @@ impl Server {
     /// certificate the CRL lists is closed (application error 3), so a
     /// revoked certificate is out without a restart. Returns a line for the
     /// log.
-    pub async fn reload(&self) -> Result<String, String> {
+    pub async fn reload(&self) -> Result<String, ReloadFailed> {
         let config = self.config.clone();
         let (loaded, (tls, revoked)) = tokio::task::spawn_blocking(move || {
-            let loaded = load(&config)?;
+            let loaded = load(&config).map_err(ReloadFailed::Load)?;
             let tls = config
                 .quinn_server_and_revoked()
-                .map_err(|e| format!("TLS files: {e}"))?;
-            Ok::<_, String>((loaded, tls))
+                .map_err(ReloadFailed::Tls)?;
+            Ok::<_, ReloadFailed>((loaded, tls))
         })
         .await
-        .map_err(|e| format!("reload: {e}"))??;
+        .map_err(ReloadFailed::Stopped)??;
         let change: EngineChange = Box::new(move |engine: &mut Engine| apply(engine, loaded));
         let decider = self.decider.clone();
         // A reload may walk all history: off the runtime's workers.
         let applied = tokio::task::spawn_blocking(move || decider.change_blocking(change))
             .await
-            .map_err(|e| format!("reload: {e}"))??;
+            .map_err(ReloadFailed::Stopped)?
+            .map_err(ReloadFailed::Refused)?;
         // Shutting down, the endpoint takes no new connections: keep it so.
         if !*self.shutdown.borrow() {
             self.endpoint.set_server_config(Some(tls));
@@ -465,7 +555,7 @@ impl Server {
     /// Deletes the decision records older than `records_kept_days` from
     /// the store now (the service does it every hour); returns how many
     /// went.
-    pub async fn sweep_records(&self) -> Result<u64, String> {
+    pub async fn sweep_records(&self) -> Result<u64, GatewayError> {
         let (decider, clock) = (self.decider.clone(), self.clock.clone());
         let days = self.config.limits.records_kept_days;
         off_runtime(move || decider.sweep_records(clock.now(), days)).await
@@ -474,7 +564,7 @@ impl Server {
     /// Prunes windowed history past its window now, in memory and in the
     /// store (the service does it in the background); returns how many
     /// stored states changed.
-    pub async fn prune(&self) -> Result<usize, String> {
+    pub async fn prune(&self) -> Result<usize, GatewayError> {
         let d = self.decider.clone();
         off_runtime(move || {
             d.prune_memory_part(0, 1);
@@ -515,10 +605,8 @@ impl Server {
 /// Applies rules and list files to the engine, all or nothing
 /// ([`Engine::reload`]: history carried over to the new rules' series, the
 /// file lists replaced whole). Returns a line for the log.
-fn apply(engine: &mut Engine, loaded: Loaded) -> Result<String, String> {
-    let r = engine
-        .reload(loaded.rules.clone(), &loaded.lists)
-        .map_err(|e| e.to_string())?;
+fn apply(engine: &mut Engine, loaded: Loaded) -> Result<String, ReloadError> {
+    let r = engine.reload(loaded.rules.clone(), &loaded.lists)?;
     Ok(format!(
         "ruleset {} ({}){}; series kept {}, started empty {}, dropped {}; {} list(s) replaced, {} dropped",
         loaded.rules.hash,
@@ -537,8 +625,7 @@ fn bind(config: &Config, quinn_config: quinn::ServerConfig) -> Result<quinn::End
         addr: config.quic,
         error,
     })?;
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| ServeError::Io("no async runtime for QUIC".into()))?;
+    let runtime = quinn::default_runtime().ok_or(ServeError::NoRuntime)?;
     let mut endpoint_config = quinn::EndpointConfig::default();
     endpoint_config.max_udp_payload_size(1452).ok();
     quinn::Endpoint::new(endpoint_config, Some(quinn_config), socket, runtime).map_err(|error| {
@@ -691,11 +778,11 @@ async fn prune_in_background(decider: Arc<Decider>, mut shutdown: watch::Receive
 /// Runs blocking store work (a sweep, a walk) on tokio's blocking pool; a
 /// panic in it is an error like any other.
 async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    work: impl FnOnce() -> Result<T, GatewayError> + Send + 'static,
+) -> Result<T, GatewayError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| format!("the background task failed: {e}"))?
+        .map_err(|e| GatewayError::Background(e.to_string()))?
 }
 
 /// How often the record-keeping sweep runs.

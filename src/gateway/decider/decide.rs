@@ -7,12 +7,13 @@ use super::answers::{Response, refusal, store_failed};
 use super::locked::Core;
 use super::waiters::Waiters;
 use crate::answer::WireCode;
-use crate::engine::{Changes, Engine};
+use crate::engine::{Changes, Engine, ReloadError};
 use crate::gateway::access::Peer;
 use crate::gateway::alerts::AlertStore;
 use crate::gateway::cache::EntityCache;
 use crate::gateway::clock::{Clock, monotonic};
 use crate::gateway::durable::{Durable, rulesets_batch};
+use crate::gateway::error::GatewayError;
 use crate::gateway::limits::DeciderLimits;
 use crate::gateway::reply::Reply;
 use crate::gateway::service::{self, Prepared, Request, Service};
@@ -26,7 +27,7 @@ use tokio::sync::{Notify, watch};
 /// A change to the engine made between two requests: a rules and lists
 /// reload. It returns a line for the log, or why it was refused (and then
 /// it changed nothing).
-pub type EngineChange = Box<dyn FnOnce(&mut Engine) -> Result<String, String> + Send>;
+pub type EngineChange = Box<dyn FnOnce(&mut Engine) -> Result<String, ReloadError> + Send>;
 
 pub struct Decider {
     pub(super) core: Mutex<Core>,
@@ -164,9 +165,9 @@ impl Decider {
 
     /// Applies `change` between two requests (from a blocking context: a
     /// reload may walk all history).
-    pub fn change_blocking(&self, change: EngineChange) -> Result<String, String> {
+    pub fn change_blocking(&self, change: EngineChange) -> Result<String, GatewayError> {
         let Ok(mut core) = self.core.lock() else {
-            return Err("the decision engine failed; restart the service".to_string());
+            return Err(GatewayError::EngineFailed);
         };
         let kept = core.service.engine().rulesets_len();
         let line = change(core.service.engine_mut())?;
@@ -175,14 +176,13 @@ impl Decider {
         if let Some(d) = &core.durable {
             let batch = rulesets_batch(core.service.engine(), kept);
             if !batch.is_empty() {
+                let not_kept = |e: GatewayError| GatewayError::RulesetNotKept(Box::new(e));
                 let ticket = d.writer.submit(batch).map_err(|e| {
                     d.writer.fail();
-                    format!("the new ruleset could not be kept: {e}")
+                    not_kept(e.into())
                 })?;
                 drop(core);
-                ticket
-                    .wait()
-                    .map_err(|e| format!("the new ruleset could not be kept: {e}"))?;
+                ticket.wait().map_err(|e| not_kept(e.into()))?;
             }
         }
         Ok(line)
@@ -190,7 +190,7 @@ impl Decider {
 
     /// Puts the alerts the store keeps back in the operator's list, and
     /// numbers the next after them (at start).
-    pub fn restore_alerts(&self) -> Result<usize, String> {
+    pub fn restore_alerts(&self) -> Result<usize, GatewayError> {
         let Some(Durable {
             store,
             persist: reader,
@@ -199,7 +199,7 @@ impl Decider {
         else {
             return Ok(0);
         };
-        let kept = reader.alerts(store.as_ref()).map_err(|e| e.to_string())?;
+        let kept = reader.alerts(store.as_ref())?;
         let mut core = self.core();
         for (seq, alert) in &kept {
             core.alerts.push(*alert);

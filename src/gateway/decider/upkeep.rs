@@ -8,6 +8,7 @@
 use super::decide::Decider;
 use crate::engine::Engine;
 use crate::gateway::durable::Durable;
+use crate::gateway::error::GatewayError;
 use crate::store::GroupCommit;
 
 /// Entity states read per page of the store's pruning.
@@ -25,15 +26,14 @@ impl Decider {
         &self,
         now: crate::contract::Timestamp,
         records_kept_days: u32,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, GatewayError> {
         use crate::store::retention::{SWEEP_PAGE_RECORDS, cutoff, sweep_page};
         let Some(Durable { store, writer, .. }) = self.durable.as_deref() else {
             return Ok(0);
         };
         let cut = cutoff(now.unix_secs(), records_kept_days);
         let deleted = walk_pages(writer, |after| {
-            let (batch, next) = sweep_page(store.as_ref(), after, SWEEP_PAGE_RECORDS, cut)
-                .map_err(|e| e.to_string())?;
+            let (batch, next) = sweep_page(store.as_ref(), after, SWEEP_PAGE_RECORDS, cut)?;
             let n = batch.len();
             Ok((batch, next, n))
         })?;
@@ -43,7 +43,7 @@ impl Decider {
     /// Moves every entity state and list value still under a key of the
     /// previous pseudonym master to the new one, page by page, through the
     /// writer. Blocks: run it off the runtime. Returns how many moved.
-    pub fn rekey(&self) -> Result<usize, String> {
+    pub fn rekey(&self) -> Result<usize, GatewayError> {
         use crate::store::Table;
         let Some(Durable {
             store,
@@ -56,9 +56,7 @@ impl Decider {
         let mut moved = 0;
         for table in [Table::Entities, Table::Lists] {
             moved += walk_pages(writer, |after| {
-                reader
-                    .rekey_page(store.as_ref(), table, after, REKEY_PAGE)
-                    .map_err(|e| e.to_string())
+                Ok(reader.rekey_page(store.as_ref(), table, after, REKEY_PAGE)?)
             })?;
         }
         Ok(moved)
@@ -77,7 +75,7 @@ impl Decider {
     /// state opened outside the lock, pruned by the current rules under it,
     /// written back through the writer only if nothing rewrote it since.
     /// Blocks: run it off the runtime. Returns how many states changed.
-    pub fn prune_store(&self) -> Result<usize, String> {
+    pub fn prune_store(&self) -> Result<usize, GatewayError> {
         use crate::store::Table;
         let Some(Durable {
             store,
@@ -88,15 +86,11 @@ impl Decider {
             return Ok(0);
         };
         walk_pages(writer, |after| {
-            let page = store
-                .scan_from(Table::Entities, after, PRUNE_PAGE)
-                .map_err(|e| e.to_string())?;
+            let page = store.scan_from(Table::Entities, after, PRUNE_PAGE)?;
             let next = crate::store::next_page(&page, PRUNE_PAGE);
             let mut opened = Vec::with_capacity(page.len());
             for (key, sealed) in page {
-                let plain = reader
-                    .open_entity(&key, &sealed)
-                    .map_err(|e| e.to_string())?;
+                let plain = reader.open_entity(&key, &sealed)?;
                 opened.push((key, sealed, plain));
             }
             let pruned = self.prune_opened(opened)?;
@@ -105,7 +99,7 @@ impl Decider {
                 if new.is_empty() {
                     batch.delete_if(Table::Entities, key.clone(), sealed.clone());
                 } else {
-                    let resealed = reader.seal_entity(key, new).map_err(|e| e.to_string())?;
+                    let resealed = reader.seal_entity(key, new)?;
                     batch.put_if(Table::Entities, key.clone(), resealed, sealed.clone());
                 }
             }
@@ -116,22 +110,19 @@ impl Decider {
     /// Under the lock: the opened states (key, sealed value, plain) not in
     /// memory, pruned by the current rules, those that changed with their
     /// new encoding (empty: delete).
-    fn prune_opened(&self, opened: Vec<StoredState>) -> Result<Vec<StoredState>, String> {
+    fn prune_opened(&self, opened: Vec<StoredState>) -> Result<Vec<StoredState>, GatewayError> {
         let Ok(mut core) = self.core.lock() else {
-            return Err("the decision engine failed".into());
+            return Err(GatewayError::EngineFailed);
         };
         let now = core.clock.now();
         let engine = core.service.engine_mut();
         let mut pruned = Vec::new();
         for (key, sealed, plain) in opened {
-            let id = Engine::entity_of(&plain).map_err(|e| e.to_string())?;
+            let id = Engine::entity_of(&plain)?;
             if engine.is_resident(&id) {
                 continue;
             }
-            if let Some(new) = engine
-                .prune_encoded(&plain, now)
-                .map_err(|e| e.to_string())?
-            {
+            if let Some(new) = engine.prune_encoded(&plain, now)? {
                 pruned.push((key, sealed, new));
             }
         }
@@ -149,16 +140,17 @@ type StoredState = (Vec<u8>, Vec<u8>, Vec<u8>);
 /// and is waited for before the next page. Returns the counts' sum.
 fn walk_pages(
     writer: &GroupCommit,
-    mut page: impl FnMut(Option<&[u8]>) -> Result<(crate::store::Batch, Option<Vec<u8>>, usize), String>,
-) -> Result<usize, String> {
+    mut page: impl FnMut(
+        Option<&[u8]>,
+    ) -> Result<(crate::store::Batch, Option<Vec<u8>>, usize), GatewayError>,
+) -> Result<usize, GatewayError> {
     let mut after: Option<Vec<u8>> = None;
     let mut total = 0;
     loop {
         let (batch, next, n) = page(after.as_deref())?;
         total += n;
         if !batch.is_empty() {
-            let ticket = writer.submit(batch).map_err(|e| e.to_string())?;
-            ticket.wait().map_err(|e| e.to_string())?;
+            writer.submit(batch)?.wait()?;
         }
         match next {
             Some(k) => after = Some(k),
