@@ -478,7 +478,7 @@ impl Draft {
         seed: &[u8],
         id: u64,
         at: Timestamp,
-        clock: &mut Clock,
+        clock: &mut AtWriter,
     ) {
         fn field(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
             out.extend_from_slice(b",\"");
@@ -560,14 +560,14 @@ impl Draft {
 /// Writes `at` as [`Timestamp::to_rfc3339_utc`] does, with the date text
 /// kept for the day: formatting a calendar date per event would cost more
 /// than the rest of the event.
-struct Clock {
+struct AtWriter {
     day: Option<i64>,
     date: [u8; 10],
 }
 
-impl Clock {
-    fn new() -> Clock {
-        Clock {
+impl AtWriter {
+    fn new() -> AtWriter {
+        AtWriter {
             day: None,
             date: [0; 10],
         }
@@ -652,7 +652,7 @@ enum Legit {
 /// state (which SIM and device the network sees) are realized when they
 /// come out, so they show the state of that moment.
 #[derive(Debug, Clone, Copy)]
-enum Step {
+enum StoryStep {
     Fixed(Draft),
     /// The network sees the line on its current SIM and device.
     Seen(u32),
@@ -665,26 +665,26 @@ enum Step {
 /// A step in the queue. The heap is a max-heap, so the order is reversed:
 /// the earliest due (then the earliest queued) comes out first.
 #[derive(Debug)]
-struct Pending {
+struct Queued {
     due: i64,
     order: u64,
     /// The line whose reservation this step holds.
     reserve: Option<u32>,
-    step: Step,
+    step: StoryStep,
 }
 
-impl PartialEq for Pending {
+impl PartialEq for Queued {
     fn eq(&self, other: &Self) -> bool {
         (self.due, self.order) == (other.due, other.order)
     }
 }
-impl Eq for Pending {}
-impl PartialOrd for Pending {
+impl Eq for Queued {}
+impl PartialOrd for Queued {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Pending {
+impl Ord for Queued {
     fn cmp(&self, other: &Self) -> Ordering {
         (other.due, other.order).cmp(&(self.due, self.order))
     }
@@ -720,7 +720,7 @@ pub struct Generator {
     /// Requests written so far: the next one's id is `g{seed}-{requests + 1}`.
     requests: u64,
     attack_ppb: u64,
-    pending: BinaryHeap<Pending>,
+    pending: BinaryHeap<Queued>,
     /// Steps queued so far: orders steps due at the same moment.
     queued: u64,
     /// Attacker identities handed out so far.
@@ -805,31 +805,31 @@ impl Generator {
         }
     }
 
-    fn realize(&mut self, p: Pending) -> Draft {
+    fn realize(&mut self, p: Queued) -> Draft {
         if let Some(s) = p.reserve {
             let busy = &mut self.subs[s as usize].busy;
             *busy = busy.saturating_sub(1);
         }
         match p.step {
-            Step::Fixed(d) => d,
-            Step::Seen(s) => self.seen(s),
-            Step::NewDevice(s) => {
+            StoryStep::Fixed(d) => d,
+            StoryStep::Seen(s) => self.seen(s),
+            StoryStep::NewDevice(s) => {
                 self.new_device(s);
                 self.seen(s)
             }
-            Step::Legit(s, what) => self.legit_request(s, what),
+            StoryStep::Legit(s, what) => self.legit_request(s, what),
         }
     }
 
     /// Queues `step` for `due`; a step with `reserve` keeps ordinary
     /// traffic and other stories off that line until it comes out.
-    fn schedule(&mut self, due: i64, step: Step, reserve: Option<u32>) {
+    fn schedule(&mut self, due: i64, step: StoryStep, reserve: Option<u32>) {
         if let Some(s) = reserve {
             let busy = &mut self.subs[s as usize].busy;
             *busy = busy.saturating_add(1);
         }
         self.queued += 1;
-        self.pending.push(Pending {
+        self.pending.push(Queued {
             due,
             order: self.queued,
             reserve,
@@ -839,7 +839,7 @@ impl Generator {
 
     /// A story step on its reserved line.
     fn story(&mut self, due: i64, d: Draft) {
-        self.schedule(due, Step::Fixed(d), Some(d.sub));
+        self.schedule(due, StoryStep::Fixed(d), Some(d.sub));
     }
 
     /// Uniform in lo..=hi milliseconds.
@@ -1005,7 +1005,7 @@ impl Generator {
         self.place_on(&mut d, ch);
         d.label = legit(DEVICE_UPGRADE);
         let due = self.now_ms + self.within(MIN, 15 * MIN);
-        self.schedule(due, Step::Seen(s), None);
+        self.schedule(due, StoryStep::Seen(s), None);
         d
     }
 
@@ -1020,7 +1020,7 @@ impl Generator {
             return self.legit_request(s, what);
         }
         let due = self.now_ms + self.within(10 * MIN, 4 * HOUR);
-        self.schedule(due, Step::Legit(s, what), None);
+        self.schedule(due, StoryStep::Legit(s, what), None);
         let mut d = Draft::new(Kind::Unlock, s);
         d.scope = Some(scope);
         d
@@ -1039,7 +1039,7 @@ impl Generator {
                 }
                 self.place(&mut d);
                 let due = self.now_ms + self.within(MIN, 10 * MIN);
-                self.schedule(due, Step::Seen(s), None);
+                self.schedule(due, StoryStep::Seen(s), None);
                 d
             }
             Legit::Port => {
@@ -1077,7 +1077,7 @@ impl Generator {
             self.within(HOUR, 48 * HOUR)
         };
         let due = self.now_ms + later;
-        self.schedule(due, Step::Seen(s), None);
+        self.schedule(due, StoryStep::Seen(s), None);
         d
     }
 
@@ -1196,7 +1196,7 @@ impl Generator {
         if self.rng.chance(500) {
             let report = t + self.within(2 * HOUR, 48 * HOUR);
             let r = self.fraud_report(s);
-            self.schedule(report, Step::Fixed(r), None);
+            self.schedule(report, StoryStep::Fixed(r), None);
         }
     }
 
@@ -1236,7 +1236,7 @@ impl Generator {
         block.blocked = stolen;
         self.story(self.now_ms, block);
         let replaced = self.now_ms + self.within(30 * MIN, 6 * HOUR);
-        self.schedule(replaced, Step::NewDevice(s), Some(s));
+        self.schedule(replaced, StoryStep::NewDevice(s), Some(s));
         let t = self.now_ms + self.within(10 * MIN, 12 * HOUR);
         let ch = self.counter_channel();
         let mut d = self.attacker_swap(s, k, ch);
@@ -1253,7 +1253,7 @@ impl Generator {
         let k = self.attacker();
         // Seeing the line on its SIM first settles what the network expects
         // (whatever earlier traffic left), so the next SIM is unapproved.
-        self.schedule(self.now_ms, Step::Seen(s), Some(s));
+        self.schedule(self.now_ms, StoryStep::Seen(s), Some(s));
         let mut t = self.now_ms + self.within(10 * MIN, 6 * HOUR);
         let mut seen = Draft::new(Kind::DeviceSeen, s);
         seen.imsi = Self::attacker_sim(s, k);
@@ -1271,7 +1271,7 @@ impl Generator {
     fn remote_esim_to_new_device(&mut self) {
         let Some(s) = self.pick_free() else { return };
         let k = self.attacker();
-        self.schedule(self.now_ms, Step::Seen(s), Some(s));
+        self.schedule(self.now_ms, StoryStep::Seen(s), Some(s));
         let t = self.now_ms + self.within(MIN, 3 * HOUR);
         let ch = self.remote_channel();
         let mut d = self.attacker_esim(s, k, ch);
@@ -1380,7 +1380,7 @@ fn run<W: Write, L: Write>(
     let mut g = Generator::new(cfg.clone());
     let mut seed = Vec::new();
     put_dec(&mut seed, cfg.seed);
-    let mut clock = Clock::new();
+    let mut clock = AtWriter::new();
     let mut buf = Vec::with_capacity(CHUNK + 1024);
     let mut lbuf = Vec::with_capacity(if labels.is_some() { CHUNK + 1024 } else { 0 });
     for _ in 0..n {

@@ -26,7 +26,7 @@
 //!   new one ([`Reloaded`], [`ReloadError`]).
 //! - `lists.rs`: list files ([`ListFileValue`], [`list_file_values`]),
 //!   staged and checked before a reload, and list edits.
-//! - `persist.rs`: the durable store's side: encodings, changes taken and
+//! - `stored.rs`: the durable store's side: encodings, changes taken and
 //!   state admitted.
 //!
 //! No file imports another in a loop: this file imports its children and
@@ -34,7 +34,7 @@
 //! in a file that names none of its users: `answer.rs`, `limits.rs` and
 //! `reload.rs` name no other file, `records.rs` only `answer.rs`,
 //! `state.rs` only `records.rs` and `limits.rs`. `State`'s methods are
-//! spread over `decide.rs`, `holds.rs` and `persist.rs`, which call each
+//! spread over `decide.rs`, `holds.rs` and `stored.rs`, which call each
 //! other's as methods, with no import. `Engine::reload` is here, not in
 //! `reload.rs`, because it checks the rulesets (`reload.rs`) and the lists
 //! (`lists.rs`, which names `reload.rs` for its error) before it changes
@@ -45,18 +45,18 @@ mod decide;
 mod holds;
 mod limits;
 mod lists;
-pub mod persist;
 mod records;
 mod reload;
 mod state;
+pub mod stored;
 
 pub use answer::{Alert, Answer, Decided};
 pub use holds::verify_methods;
 pub use limits::EngineLimits;
 pub use lists::{ListFileValue, list_file_value, list_file_values};
-pub use persist::{AdmitError, Changes, RECORD_BYTES, record_key};
 pub use records::FingerprintKey;
 pub use reload::{RULESETS_MAX, ReloadError, Reloaded};
+pub use stored::{AdmitError, Changes, RECORD_BYTES, record_key};
 
 use crate::contract::{Event, Timestamp};
 use crate::history::{EntityId, Facts, History, ListError};
@@ -282,7 +282,7 @@ impl Engine {
     }
 }
 
-/// The durable store's side (see [`persist`]).
+/// The durable store's side (see [`stored`]).
 impl Engine {
     /// Starts noting what handled events change, for
     /// [`Engine::take_changes`]: a service with a store calls it once,
@@ -345,7 +345,7 @@ impl Engine {
 
     /// The entity a stored state belongs to.
     pub fn entity_of(bytes: &[u8]) -> Result<EntityId, AdmitError> {
-        persist::entity_of(bytes)
+        stored::entity_of(bytes)
     }
 
     /// Prunes one part of the states in memory (see

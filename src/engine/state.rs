@@ -2,7 +2,7 @@
 //! idempotency records, the requests on hold and the changes noted for the
 //! store. Only the struct, its construction and what reads or sizes all of
 //! it live here; the per-request state machine (`decide.rs`), holds and
-//! their verification (`holds.rs`) and the store's side (`persist.rs`) add
+//! their verification (`holds.rs`) and the store's side (`stored.rs`) add
 //! their methods to [`State`] in their own files. This file names none of
 //! them, so each can name [`State`] without an import loop; for the same
 //! reason [`Held`], the type of the `holds` field, is declared here.

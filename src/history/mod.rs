@@ -19,8 +19,8 @@ use crate::rules::{
 use hashbrown::{HashMap, HashSet};
 use smallvec::SmallVec;
 
-pub mod persist;
-pub use persist::{EntityId, ListChange};
+pub mod codec;
+pub use codec::{EntityId, ListChange};
 
 /// Fast, seeded, deterministic hashing (foldhash): the core draws no
 /// randomness, and a replay must behave the same on every run.

@@ -139,7 +139,7 @@ impl Class {
 
 /// The fate of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RunOutcome {
     /// No stream within [`OPEN_WAIT`]; nothing was sent.
     Refused,
     /// Sent, and answered `latency_us` after it was due.
@@ -185,14 +185,14 @@ pub async fn request_once(
     frame: Bytes,
     due: Instant,
     answer_timeout: Duration,
-) -> Outcome {
+) -> RunOutcome {
     let (send, recv) = match tokio::time::timeout(OPEN_WAIT, conn.open_bi()).await {
-        Err(_) => return Outcome::Refused,
-        Ok(Err(_)) => return Outcome::Transport(TransportError::Open),
+        Err(_) => return RunOutcome::Refused,
+        Ok(Err(_)) => return RunOutcome::Transport(TransportError::Open),
         Ok(Ok(streams)) => streams,
     };
     match tokio::time::timeout(answer_timeout, exchange(send, recv, frame, due)).await {
-        Err(_) => Outcome::Transport(TransportError::Timeout),
+        Err(_) => RunOutcome::Transport(TransportError::Timeout),
         Ok(outcome) => outcome,
     }
 }
@@ -202,30 +202,30 @@ async fn exchange(
     recv: quinn::RecvStream,
     frame: Bytes,
     due: Instant,
-) -> Outcome {
+) -> RunOutcome {
     let sent = async {
         send.write_chunk(frame).await?;
         send.finish().map_err(ClientError::Finish)
     };
     if let Err(e) = sent.await {
-        return Outcome::Transport(TransportError::of(&e));
+        return RunOutcome::Transport(TransportError::of(&e));
     }
     let mut reader = AnswerReader::new(recv, FRAME_BYTES_MAX_DEFAULT);
     let body = match reader.next_frame().await {
         Ok(Some(body)) => body,
-        Ok(None) => return Outcome::Transport(TransportError::Frame),
-        Err(e) => return Outcome::Transport(TransportError::of(&e)),
+        Ok(None) => return RunOutcome::Transport(TransportError::Frame),
+        Err(e) => return RunOutcome::Transport(TransportError::of(&e)),
     };
     let latency_us = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
     let Some(class) = classify(&body) else {
-        return Outcome::Transport(TransportError::BadAnswer);
+        return RunOutcome::Transport(TransportError::BadAnswer);
     };
     // The server finishes its side after the one answer; a second frame
     // is a broken contract.
     if let Err(e) = reader.end(1).await {
-        return Outcome::Transport(TransportError::of(&e));
+        return RunOutcome::Transport(TransportError::of(&e));
     }
-    Outcome::Answered { class, latency_us }
+    RunOutcome::Answered { class, latency_us }
 }
 
 /// The counts of one run as it goes.
@@ -259,11 +259,11 @@ impl Default for Tally {
 
 impl Tally {
     /// Counts one request's fate.
-    pub fn record(&mut self, outcome: Outcome) {
+    pub fn record(&mut self, outcome: RunOutcome) {
         match outcome {
-            Outcome::Refused => self.refused += 1,
-            Outcome::Transport(t) => *self.transport.entry(t).or_default() += 1,
-            Outcome::Answered { class, latency_us } => {
+            RunOutcome::Refused => self.refused += 1,
+            RunOutcome::Transport(t) => *self.transport.entry(t).or_default() += 1,
+            RunOutcome::Answered { class, latency_us } => {
                 self.answered += 1;
                 if class.accepted() {
                     self.accepted += 1;
@@ -480,20 +480,22 @@ struct Counter {
 }
 
 impl Counter {
-    fn count(&mut self, joined: Result<(Outcome, Instant), tokio::task::JoinError>) {
+    fn count(&mut self, joined: Result<(RunOutcome, Instant), tokio::task::JoinError>) {
         match joined {
             Ok((outcome, at)) => {
-                if matches!(&outcome, Outcome::Answered { class, .. } if class.accepted()) {
+                if matches!(&outcome, RunOutcome::Answered { class, .. } if class.accepted()) {
                     self.last = Some(self.last.map_or(at, |l| l.max(at)));
                 }
                 self.tally.record(outcome);
             }
-            Err(_) => self.tally.record(Outcome::Transport(TransportError::Task)),
+            Err(_) => self
+                .tally
+                .record(RunOutcome::Transport(TransportError::Task)),
         }
     }
 }
 
-type Tasks = JoinSet<(Outcome, Instant)>;
+type Tasks = JoinSet<(RunOutcome, Instant)>;
 
 /// The open loop: launches request `i` at `start + i / rate` on
 /// connection `i % C`, counts every outcome, and returns the counts and
@@ -603,21 +605,21 @@ mod tests {
     #[test]
     fn the_tally_counts_accepted_latency_only() {
         let mut t = Tally::default();
-        t.record(Outcome::Refused);
-        t.record(Outcome::Transport(TransportError::Timeout));
-        t.record(Outcome::Answered {
+        t.record(RunOutcome::Refused);
+        t.record(RunOutcome::Transport(TransportError::Timeout));
+        t.record(RunOutcome::Answered {
             class: Class::Success,
             latency_us: 100,
         });
-        t.record(Outcome::Answered {
+        t.record(RunOutcome::Answered {
             class: Class::Error(Cow::Borrowed("overloaded")),
             latency_us: 5,
         });
-        t.record(Outcome::Answered {
+        t.record(RunOutcome::Answered {
             class: Class::Error(Cow::Borrowed("forbidden")),
             latency_us: 300,
         });
-        t.record(Outcome::Answered {
+        t.record(RunOutcome::Answered {
             class: Class::Success,
             latency_us: LATENCY_US_MAX * 10,
         });

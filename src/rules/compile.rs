@@ -64,7 +64,7 @@ pub fn compile(file: &FileAst, limits: &Limits) -> Result<Built, Vec<RuleError>>
 type Res<T> = Result<T, RuleError>;
 
 impl Compiler<'_> {
-    fn declare_list(&mut self, l: &parser::ListDecl) {
+    fn declare_list(&mut self, l: &parser::ListDeclAst) {
         if self.built.lists.iter().any(|d| d.name == l.name) {
             self.errors.push(RuleError::at(
                 l.pos,
@@ -114,9 +114,9 @@ impl Compiler<'_> {
         Some(Rule {
             name: r.name.clone(),
             action: match r.action {
-                parser::Action::Allow => Action::Allow,
-                parser::Action::Hold => Action::Hold,
-                parser::Action::Deny => Action::Deny,
+                parser::ActionAst::Allow => Action::Allow,
+                parser::ActionAst::Hold => Action::Hold,
+                parser::ActionAst::Deny => Action::Deny,
             },
             verify,
             shadow: r.shadow,

@@ -24,7 +24,7 @@ use super::lexer::Tok;
 use super::limits::Limits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub enum ActionAst {
     Allow,
     Hold,
     Deny,
@@ -34,7 +34,7 @@ pub enum Action {
 pub struct RuleAst {
     pub name: String,
     pub pos: Pos,
-    pub action: Action,
+    pub action: ActionAst,
     pub verify: Vec<(String, Pos)>,
     pub shadow: bool,
     pub description: Option<String>,
@@ -42,7 +42,7 @@ pub struct RuleAst {
 }
 
 #[derive(Debug, Clone)]
-pub struct ListDecl {
+pub struct ListDeclAst {
     pub name: String,
     pub pos: Pos,
     pub ty: (String, Pos),
@@ -51,7 +51,7 @@ pub struct ListDecl {
 #[derive(Debug, Clone, Default)]
 pub struct FileAst {
     pub label: Option<String>,
-    pub lists: Vec<ListDecl>,
+    pub lists: Vec<ListDeclAst>,
     pub rules: Vec<RuleAst>,
 }
 
@@ -288,7 +288,7 @@ impl<'a> Parser<'a> {
                     "write: list blocked_imei: imei",
                 )?;
                 let ty = self.name("the list's value type")?;
-                file.lists.push(ListDecl { name, pos, ty });
+                file.lists.push(ListDeclAst { name, pos, ty });
             } else if *self.peek() == Tok::Eof {
                 return Ok(file);
             } else {
@@ -302,9 +302,9 @@ impl<'a> Parser<'a> {
         let (name, pos) = self.name("the rule's name")?;
         let shadow = self.eat_word("shadow");
         let (action, verify) = if self.eat_word("allow") {
-            (Action::Allow, vec![])
+            (ActionAst::Allow, vec![])
         } else if self.eat_word("deny") {
-            (Action::Deny, vec![])
+            (ActionAst::Deny, vec![])
         } else if self.eat_word("hold") {
             self.expect_word(
                 "verify",
@@ -315,7 +315,7 @@ impl<'a> Parser<'a> {
                 self.bump();
                 methods.push(self.name("a verification method")?);
             }
-            (Action::Hold, methods)
+            (ActionAst::Hold, methods)
         } else {
             return Err(self.unexpected(
                 "the action `allow`, `deny` or `hold verify METHOD`",

@@ -6,6 +6,7 @@
 //! never silently ignored. The file names where things are; it never holds
 //! a key or a secret.
 
+use crate::edge::quic::endpoint::QuicLimits;
 use crate::edge::quic::frame::{FRAME_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_LIMIT};
 use crate::edge::quic::wire::{AWAIT_TIMEOUT_MS_MAX_DEFAULT, ERROR_BODY_BYTES_MAX};
 use crate::gateway::limits::DeciderLimits;
@@ -153,6 +154,15 @@ impl Limits {
         Duration::from_millis(self.request_deadline_ms)
     }
 
+    /// The limits QUIC enforces.
+    pub fn quic(&self) -> QuicLimits {
+        QuicLimits {
+            streams_per_connection_max: self.streams_per_connection_max,
+            idle_timeout_ms: self.idle_timeout_ms,
+            frame_bytes_max: self.frame_bytes_max,
+        }
+    }
+
     /// The limits the decider enforces.
     pub fn decider(&self) -> DeciderLimits {
         DeciderLimits {
@@ -175,24 +185,7 @@ impl Limits {
 /// and flow-control windows sized to the frame limit, so that what one
 /// connection may make the server buffer is bounded.
 pub fn quic_transport(limits: &Limits) -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(limits.streams_per_connection_max.into());
-    t.max_concurrent_uni_streams(0u32.into());
-    // Invariant: `check` keeps idle_timeout_ms far below QUIC's 2^62 limit.
-    t.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(Duration::from_millis(limits.idle_timeout_ms))
-            .expect("idle_timeout_ms is checked to at most an hour"),
-    ));
-    // One stream may hold a whole largest frame and the next one's length.
-    let stream_window = 2 * (limits.frame_bytes_max as u32 + 4);
-    t.stream_receive_window(stream_window.into());
-    // A connection's streams together: two largest frames, or 256 KiB, so
-    // that what `connections_max` connections may make the server buffer
-    // is bounded (256 MiB at the defaults).
-    let conn_window = (stream_window * 2).max(256 << 10);
-    t.receive_window(conn_window.into());
-    t.send_window(u64::from(conn_window));
-    t
+    crate::edge::quic::endpoint::transport(&limits.quic())
 }
 
 /// The largest config file read, in bytes: a config is a few dozen lines.

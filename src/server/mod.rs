@@ -17,7 +17,7 @@ pub use config::{Config, ConfigError, FileConfig, Limits, StoreKind, quic_transp
 
 use crate::edge::control;
 use crate::edge::control::ControlError;
-use crate::edge::quic::connection;
+use crate::edge::quic::{connection, endpoint};
 use crate::engine::{Engine, EngineLimits, FingerprintKey, ReloadError};
 use crate::files::FileError;
 use crate::gateway::GatewayError;
@@ -30,7 +30,7 @@ use crate::keys::KeyError;
 use crate::keys::Keys;
 use crate::rules::CompiledRules;
 use clap::Args;
-use connection::{ConnectionSlot, Shared, shutting_down};
+use connection::Shared;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -255,14 +255,14 @@ fn parse_list_arg(arg: &str) -> Result<(String, PathBuf), ConfigError> {
 
 /// The rules and list files a service serves, read and checked: what a
 /// start or a reload applies, all or nothing.
-pub struct Loaded {
+pub struct RulesAndLists {
     pub rules: Arc<CompiledRules>,
     pub lists: Vec<(String, Vec<crate::engine::ListFileValue>)>,
 }
 
 /// Reads and compiles the rules and reads the list files of `config`,
 /// checking that every decision the rules can give fits a frame.
-pub fn load(config: &Config) -> Result<Loaded, LoadError> {
+pub fn load(config: &Config) -> Result<RulesAndLists, LoadError> {
     let rules = crate::files::load_rules(config.rules.as_deref()).map_err(LoadError::Rules)?;
     let frame_bytes_max = config.limits.frame_bytes_max;
     if let Err(bound) = crate::edge::quic::wire::ruleset_fits(&rules, frame_bytes_max) {
@@ -288,7 +288,7 @@ pub fn load(config: &Config) -> Result<Loaded, LoadError> {
             })?;
         lists.push((name.clone(), values));
     }
-    Ok(Loaded {
+    Ok(RulesAndLists {
         rules: Arc::new(rules),
         lists,
     })
@@ -431,7 +431,10 @@ impl Server {
             (Some(data), true) => Some(control::bind(data).map_err(ServeError::Control)?),
             _ => None,
         };
-        let endpoint = bind(&config, quinn_config)?;
+        let endpoint = endpoint::bind(config.quic, quinn_config).map_err(|e| match e {
+            endpoint::BindError::Socket { addr, error } => ServeError::Bind { addr, error },
+            endpoint::BindError::NoRuntime => ServeError::NoRuntime,
+        })?;
         let addr = endpoint.local_addr().map_err(ServeError::NoAddress)?;
         let alerts = Arc::new(AlertStore::new(config.limits.alerts_kept_max));
         let service = Service::new(engine, config.limits.await_timeout_ms_max);
@@ -487,7 +490,7 @@ impl Server {
             let (listener, path) = listener;
             tokio::spawn(control::serve(listener, path, store, shutdown.subscribe()));
         }
-        tokio::spawn(accept(
+        tokio::spawn(endpoint::accept(
             endpoint.clone(),
             shared,
             in_flight.clone(),
@@ -605,7 +608,7 @@ impl Server {
 /// Applies rules and list files to the engine, all or nothing
 /// ([`Engine::reload`]: history carried over to the new rules' series, the
 /// file lists replaced whole). Returns a line for the log.
-fn apply(engine: &mut Engine, loaded: Loaded) -> Result<String, ReloadError> {
+fn apply(engine: &mut Engine, loaded: RulesAndLists) -> Result<String, ReloadError> {
     let r = engine.reload(loaded.rules.clone(), &loaded.lists)?;
     Ok(format!(
         "ruleset {} ({}){}; series kept {}, started empty {}, dropped {}; {} list(s) replaced, {} dropped",
@@ -618,52 +621,6 @@ fn apply(engine: &mut Engine, loaded: Loaded) -> Result<String, ReloadError> {
         r.lists_replaced,
         r.lists_dropped,
     ))
-}
-
-fn bind(config: &Config, quinn_config: quinn::ServerConfig) -> Result<quinn::Endpoint, ServeError> {
-    let socket = std::net::UdpSocket::bind(config.quic).map_err(|error| ServeError::Bind {
-        addr: config.quic,
-        error,
-    })?;
-    let runtime = quinn::default_runtime().ok_or(ServeError::NoRuntime)?;
-    let mut endpoint_config = quinn::EndpointConfig::default();
-    endpoint_config.max_udp_payload_size(1452).ok();
-    quinn::Endpoint::new(endpoint_config, Some(quinn_config), socket, runtime).map_err(|error| {
-        ServeError::Bind {
-            addr: config.quic,
-            error,
-        }
-    })
-}
-
-/// Accepts connections until shutdown: over `connections_max` a
-/// connection is refused in the handshake (QUIC `CONNECTION_REFUSED`).
-async fn accept(
-    endpoint: quinn::Endpoint,
-    shared: Arc<Shared>,
-    in_flight: mpsc::Sender<()>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let incoming = tokio::select! {
-            i = endpoint.accept() => match i {
-                Some(i) => i,
-                None => break,
-            },
-            () = shutting_down(&mut shutdown) => break,
-        };
-        let Some(slot) = ConnectionSlot::take(&shared) else {
-            tracing::debug!(remote = %incoming.remote_address(), "connection refused: connections_max");
-            incoming.refuse();
-            continue;
-        };
-        tokio::spawn(connection::serve_connection(
-            incoming,
-            slot,
-            in_flight.clone(),
-            shutdown.clone(),
-        ));
-    }
 }
 
 /// Logs to standard error: Portcullis's own events at info, the QUIC and

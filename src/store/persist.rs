@@ -394,7 +394,7 @@ impl Persist {
             let plain = self.open(table, &key, &sealed)?;
             let new_key = match table {
                 Table::Entities => {
-                    let d = crate::history::persist::decode(&plain)
+                    let d = crate::history::codec::decode(&plain)
                         .map_err(|e| decode_error(table, &e))?;
                     self.entity_key(&d.id).0.to_vec()
                 }

@@ -10,7 +10,7 @@
 //! the caller passes the cutoff.
 
 use super::{Batch, Store, StoreError, Table};
-use crate::engine::persist::record_written_at;
+use crate::engine::stored::record_written_at;
 
 /// Records read per page of a sweep.
 pub const SWEEP_PAGE_RECORDS: usize = 10_000;
@@ -49,7 +49,7 @@ pub fn sweep_page(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::persist::RECORD_AT;
+    use crate::engine::stored::RECORD_AT;
     use crate::store::MemoryStore;
 
     fn record(at: i64) -> Vec<u8> {

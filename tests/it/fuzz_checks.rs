@@ -10,10 +10,10 @@ use portcullis::edge::quic::frame::{
     FRAME_BYTES_MAX_LIMIT, FrameDecoder, FrameError, LENGTH_BYTES, split_frame,
 };
 use portcullis::edge::quic::wire::{Request, parse_request};
-use portcullis::engine::persist::{AdmitError, record_written_at};
+use portcullis::engine::stored::{AdmitError, record_written_at};
 use portcullis::engine::{Engine, ReloadError};
 use portcullis::files::read_list;
-use portcullis::history::persist::decode;
+use portcullis::history::codec::decode;
 use portcullis::keys::{Keys, sealed_key_id};
 use portcullis::rules::{CompiledRules, Limits};
 use portcullis::server::{FileConfig, quic_transport};

@@ -5,7 +5,7 @@
 use crate::support::scratch_dir;
 use portcullis::client::{self, Client};
 use portcullis::loadgen::payloads::Payloads;
-use portcullis::loadgen::run::{self, Outcome, RunSpec, Target};
+use portcullis::loadgen::run::{self, RunOutcome, RunSpec, Target};
 use portcullis::loadgen::{echo, plain_json};
 use portcullis::server::Limits;
 use portcullis::{tls, traffic};
@@ -104,7 +104,7 @@ async fn a_request_that_waits_for_a_stream_counts_refused() {
     let frame = bytes::Bytes::copy_from_slice(p.frame(0));
     let due = std::time::Instant::now();
     let outcome = run::request_once(conn.clone(), frame.clone(), due, Duration::from_secs(5)).await;
-    assert_eq!(outcome, Outcome::Refused);
+    assert_eq!(outcome, RunOutcome::Refused);
     // Once the held stream ends, the same request is answered.
     send.finish().expect("finish the held stream");
     let answer = recv

@@ -86,7 +86,7 @@ impl Decider {
     }
 
     /// Admits a new stream, or `None` when `queue_requests_max` are in
-    /// progress (answer it [`overloaded`]).
+    /// progress (answer it [`super::overloaded`]).
     pub fn admit(&self) -> Option<Admitted> {
         self.admission.admit()
     }

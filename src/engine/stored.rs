@@ -29,7 +29,7 @@ use super::records::{FingerprintKey, IdKey, Record, id_secret};
 use super::reload::Rulesets;
 use super::state::{Held, State};
 use crate::contract::{Event, Kind, Timestamp};
-use crate::history::persist::{DecodeError, Layout, decode};
+use crate::history::codec::{DecodeError, Layout, decode};
 use crate::history::{EntityId, History, ListChange};
 use crate::rules::{Outcome, SeriesMap};
 
@@ -288,7 +288,7 @@ impl Rulesets {
 
     /// Lays a decoded state out by the current ruleset, if another one laid
     /// it out; returns whether it did.
-    fn relayout(&mut self, d: &mut crate::history::persist::Decoded) -> Result<bool, AdmitError> {
+    fn relayout(&mut self, d: &mut crate::history::codec::Decoded) -> Result<bool, AdmitError> {
         let current = self.current_index();
         if d.ruleset == current {
             return Ok(false);
