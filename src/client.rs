@@ -596,12 +596,16 @@ pub fn call_command(o: &CallOptions) -> ExitCode {
 
 /// The events file, or standard input for `-`, as a reader the reading
 /// thread can own.
-fn open_input(events: &str) -> Result<Box<dyn BufRead + Send>, String> {
+/// (A locked standard input, as [`crate::files::open_events`] gives, is
+/// not `Send`.)
+fn open_input(events: &str) -> Result<Box<dyn BufRead + Send>, crate::files::FileError> {
     if events == "-" {
         return Ok(Box::new(io::BufReader::new(io::stdin())));
     }
-    let f = std::fs::File::open(events)
-        .map_err(|e| format!("cannot read events file {events}: {e}"))?;
+    let f = std::fs::File::open(events).map_err(|source| crate::files::FileError::Events {
+        file: events.to_string(),
+        source,
+    })?;
     Ok(Box::new(io::BufReader::with_capacity(1 << 16, f)))
 }
 

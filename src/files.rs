@@ -437,7 +437,7 @@ mod tests {
         let big = scratch("big.toml", &vec![b'#'; max + 1]);
         let err = crate::server::FileConfig::read(&big).expect_err("too large");
         let want = format!("over CONFIG_BYTES_MAX ({max} bytes)");
-        assert!(err.0.contains(&want), "{}", err.0);
+        assert!(err.to_string().contains(&want), "{err}");
     }
 
     /// A rules file over `source_bytes_max` is refused without being read

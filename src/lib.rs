@@ -28,11 +28,13 @@
 //!   that acknowledges a batch only once it and every earlier one are on
 //!   disk.
 //! - [`gateway`]: the decision service with no listener: who may send what
-//!   ([`gateway::access`]), the sans-IO service step, the decider (one lock,
-//!   one order, durable answers, awaits, upkeep), the store opened, the
-//!   cache, alerts, the clock.
-//! - [`edge`]: where bytes meet the gateway: the QUIC wire ([`edge::quic`]:
-//!   frames, request bodies, connections) and the control socket.
+//!   ([`gateway::access`]), the sans-IO service step from a typed request
+//!   to a typed [`gateway::Reply`], the decider (one lock, one order,
+//!   durable answers, awaits, upkeep), the store opened, the cache, alerts,
+//!   the clock, and its typed errors.
+//! - [`edge`]: where bytes meet the gateway, each edge with its own codec:
+//!   the QUIC wire ([`edge::quic`]: endpoint, frames, request bodies,
+//!   connections) and the control socket.
 //! - [`tls`]: mutual TLS: the development PKI (`portcullis certs`), rustls
 //!   server and client configurations built by hand (ring provider, TLS 1.3,
 //!   client certificates required, no 0-RTT), CRLs, and the peer a client

@@ -565,7 +565,7 @@ fn overload_ratio(runs: Option<&(Report, Report)>) -> Option<f64> {
 
 /// What `--find-peak` measured.
 #[derive(Debug, Clone)]
-pub struct Found {
+pub struct PeakFound {
     pub duration_s: f64,
     pub connections: usize,
     pub gateway: Peak,
@@ -580,7 +580,7 @@ pub struct Found {
     pub echo_overload: Option<(Report, Report)>,
 }
 
-impl Found {
+impl PeakFound {
     pub fn peak_ratio(&self) -> Option<f64> {
         ratio(self.gateway.peak, self.echo.peak)
     }
@@ -786,7 +786,7 @@ async fn search(
 
 /// `--find-peak`: the gateway's peak, the echo server's, the p50s at half
 /// the gateway's peak, and the gateway at 80% and 2x its peak.
-async fn find_peak(bench: &mut Bench, o: &LoadgenOptions) -> Result<Found, LoadgenError> {
+async fn find_peak(bench: &mut Bench, o: &LoadgenOptions) -> Result<PeakFound, LoadgenError> {
     let gateway_target = bench.gateway.clone();
     let gateway = search(bench, &gateway_target, o).await?;
     let (addr, handle) = echo::start(&o.tls_dir).map_err(LoadgenError::Echo)?;
@@ -816,7 +816,7 @@ async fn find_peak(bench: &mut Bench, o: &LoadgenOptions) -> Result<Found, Loadg
         Some(p) => Some(overload(bench, &gateway_target, p, o.repeats).await?),
         None => None,
     };
-    Ok(Found {
+    Ok(PeakFound {
         duration_s: o.duration,
         connections: o.connections,
         gateway,

@@ -1,5 +1,5 @@
 //! The limits the gateway itself enforces, each with its unit. They are
-//! read from the service's configuration (`server::config::Limits`, where
+//! read from the service's configuration (`server::config::ServiceLimits`, where
 //! each is documented with its range and default and checked), so the
 //! gateway depends on no file format.
 

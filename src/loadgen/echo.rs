@@ -14,7 +14,7 @@
 
 use crate::client::AnswerReader;
 use crate::edge::quic::frame::encode_max;
-use crate::server::{Limits, quic_transport};
+use crate::server::{ServiceLimits, quic_transport};
 use crate::tls::{self, ServerFiles, TlsError};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -88,12 +88,15 @@ impl Drop for EchoHandle {
 /// Starts an echo server on `127.0.0.1:0` with the TLS files of `tls_dir`
 /// and the default limits, and returns its address.
 pub fn start(tls_dir: &Path) -> Result<(SocketAddr, EchoHandle), EchoError> {
-    start_with(tls_dir, &Limits::default())
+    start_with(tls_dir, &ServiceLimits::default())
 }
 
 /// [`start`] with other limits (a test may want one stream per
 /// connection), on a runtime with one worker per core.
-pub fn start_with(tls_dir: &Path, limits: &Limits) -> Result<(SocketAddr, EchoHandle), EchoError> {
+pub fn start_with(
+    tls_dir: &Path,
+    limits: &ServiceLimits,
+) -> Result<(SocketAddr, EchoHandle), EchoError> {
     let mut config =
         tls::quinn_server_config(&ServerFiles::in_dir(tls_dir, None)).map_err(EchoError::Tls)?;
     config.transport_config(Arc::new(quic_transport(limits)));

@@ -21,7 +21,7 @@ use std::time::Duration;
 /// in its name.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Limits {
+pub struct ServiceLimits {
     /// The longest frame body, requests and responses alike: from 8576 (the
     /// longest error body) to 65536.
     pub frame_bytes_max: usize,
@@ -62,9 +62,9 @@ pub struct Limits {
     pub records_kept_days: u32,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
+impl Default for ServiceLimits {
+    fn default() -> ServiceLimits {
+        ServiceLimits {
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             streams_per_connection_max: 100,
             connections_max: 1000,
@@ -83,7 +83,27 @@ impl Default for Limits {
 
 /// A configuration that cannot be served, with the key at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// A limit outside its range (`deploy/serve.toml` documents each).
+    OutOfRange {
+        key: &'static str,
+        range: &'static str,
+    },
+    /// The config file could not be read within `CONFIG_BYTES_MAX`.
+    Read { path: PathBuf, detail: String },
+    /// The config file is not valid TOML for the service, or names an
+    /// unknown key; `path` once the file is known.
+    Parse {
+        path: Option<PathBuf>,
+        detail: String,
+    },
+    /// Neither `--quic` nor `quic` in the config.
+    NoAddress,
+    /// Neither `--tls-dir` nor `tls_dir` in the config.
+    NoTlsDir,
+    /// A `--list` argument is not `NAME=FILE`.
+    ListArg { arg: String },
+}
 
 /// The store kinds `--store` names.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -98,18 +118,36 @@ pub enum StoreKind {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            ConfigError::OutOfRange { key, range } => {
+                write!(f, "limits.{key}: must be {range} (see deploy/serve.toml)")
+            }
+            ConfigError::Read { path, detail } => {
+                write!(f, "cannot read config {}: {detail}", path.display())
+            }
+            ConfigError::Parse {
+                path: Some(path),
+                detail,
+            } => write!(f, "{}: {detail}", path.display()),
+            ConfigError::Parse { path: None, detail } => f.write_str(detail),
+            ConfigError::NoAddress => {
+                f.write_str("no address to serve on: give --quic ADDR or `quic` in the config")
+            }
+            ConfigError::NoTlsDir => f.write_str(
+                "no TLS directory: give --tls-dir DIR or `tls_dir` in the config (write one with `portcullis certs dev --out DIR`)",
+            ),
+            ConfigError::ListArg { arg } => write!(f, "--list {arg}: expected NAME=FILE"),
+        }
     }
 }
 
-impl Limits {
+impl std::error::Error for ConfigError {}
+
+impl ServiceLimits {
     /// Checks each limit's range, naming the first key out of it.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, range: &str| {
-            Err(ConfigError(format!(
-                "limits.{key}: must be {range} (see deploy/serve.toml)"
-            )))
-        };
+        let bad =
+            |key: &'static str, range: &'static str| Err(ConfigError::OutOfRange { key, range });
         // Every error body fits a frame: an answer is never cut.
         if !(ERROR_BODY_BYTES_MAX..=FRAME_BYTES_MAX_LIMIT).contains(&self.frame_bytes_max) {
             return bad("frame_bytes_max", "from 8576 to 65536 bytes");
@@ -184,7 +222,7 @@ impl Limits {
 /// echo server use, from the limits: streams per connection, idle timeout,
 /// and flow-control windows sized to the frame limit, so that what one
 /// connection may make the server buffer is bounded.
-pub fn quic_transport(limits: &Limits) -> quinn::TransportConfig {
+pub fn quic_transport(limits: &ServiceLimits) -> quinn::TransportConfig {
     crate::edge::quic::endpoint::transport(&limits.quic())
 }
 
@@ -205,18 +243,30 @@ pub struct FileConfig {
     pub keys: Option<PathBuf>,
     /// NAME = FILE.
     pub lists: BTreeMap<String, PathBuf>,
-    pub limits: Limits,
+    pub limits: ServiceLimits,
 }
 
 impl FileConfig {
     pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = crate::files::read_text_bounded(path, CONFIG_BYTES_MAX, "CONFIG_BYTES_MAX")
-            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
-        FileConfig::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+            .map_err(|e| ConfigError::Read {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+        FileConfig::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { detail, .. } => ConfigError::Parse {
+                path: Some(path.to_path_buf()),
+                detail,
+            },
+            other => other,
+        })
     }
 
     pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_string()))
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: None,
+            detail: e.to_string().trim_end().to_string(),
+        })
     }
 }
 
@@ -235,7 +285,7 @@ pub struct Config {
     /// further.
     pub keys: Option<PathBuf>,
     pub lists: Vec<(String, PathBuf)>,
-    pub limits: Limits,
+    pub limits: ServiceLimits,
 }
 
 impl Config {
@@ -251,7 +301,7 @@ impl Config {
             crl: None,
             keys: None,
             lists: Vec::new(),
-            limits: Limits::default(),
+            limits: ServiceLimits::default(),
         }
     }
 
@@ -283,10 +333,10 @@ mod tests {
     #[test]
     fn the_shipped_config_holds_every_default() {
         let file = FileConfig::parse(SHIPPED).expect("deploy/serve.toml parses");
-        assert_eq!(file.limits, Limits::default());
+        assert_eq!(file.limits, ServiceLimits::default());
         let keys = toml::from_str::<toml::Table>(SHIPPED).expect("TOML");
         let limits = keys["limits"].as_table().expect("a [limits] table");
-        let defaults = toml::Table::try_from(Limits::default()).expect("serializable");
+        let defaults = toml::Table::try_from(ServiceLimits::default()).expect("serializable");
         assert_eq!(
             limits.keys().collect::<Vec<_>>(),
             defaults.keys().collect::<Vec<_>>()
@@ -306,11 +356,11 @@ mod tests {
             .limits
             .check()
             .expect_err("out of range");
-        assert!(e.0.contains("limits.frame_bytes_max"), "{e}");
+        assert!(e.to_string().contains("limits.frame_bytes_max"), "{e}");
         let e = FileConfig::parse("[limits]\nstreams_max = 1\n").expect_err("unknown key");
-        assert!(e.0.contains("streams_max"), "{e}");
+        assert!(e.to_string().contains("streams_max"), "{e}");
         let e = FileConfig::parse("quic = \"not an address\"\n").expect_err("bad address");
-        assert!(e.0.contains("quic"), "{e}");
-        assert!(Limits::default().check().is_ok());
+        assert!(e.to_string().contains("quic"), "{e}");
+        assert!(ServiceLimits::default().check().is_ok());
     }
 }

@@ -13,7 +13,7 @@
 
 pub mod config;
 
-pub use config::{Config, ConfigError, FileConfig, Limits, StoreKind, quic_transport};
+pub use config::{Config, ConfigError, FileConfig, ServiceLimits, StoreKind, quic_transport};
 
 use crate::edge::control;
 use crate::edge::control::ControlError;
@@ -109,7 +109,7 @@ pub enum ServeError {
 impl std::fmt::Display for ServeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ServeError::Config(e) => f.write_str(&e.0),
+            ServeError::Config(e) => e.fmt(f),
             ServeError::Load(e) => e.fmt(f),
             ServeError::Rules(e) => e.fmt(f),
             ServeError::Keys(e) => write!(f, "keys: {e}"),
@@ -223,14 +223,12 @@ impl Config {
             lists.retain(|(n, _)| *n != name);
             lists.push((name, path));
         }
-        let quic = o.quic.or(file.quic).ok_or_else(|| {
-            ConfigError("no address to serve on: give --quic ADDR or `quic` in the config".into())
-        })?;
-        let tls_dir = o.tls_dir.clone().or(file.tls_dir).ok_or_else(|| {
-            ConfigError(
-                "no TLS directory: give --tls-dir DIR or `tls_dir` in the config (write one with `portcullis certs dev --out DIR`)".into(),
-            )
-        })?;
+        let quic = o.quic.or(file.quic).ok_or(ConfigError::NoAddress)?;
+        let tls_dir = o
+            .tls_dir
+            .clone()
+            .or(file.tls_dir)
+            .ok_or(ConfigError::NoTlsDir)?;
         file.limits.check()?;
         Ok(Config {
             quic,
@@ -249,7 +247,9 @@ impl Config {
 fn parse_list_arg(arg: &str) -> Result<(String, PathBuf), ConfigError> {
     match arg.split_once('=') {
         Some((n, f)) if !n.is_empty() && !f.is_empty() => Ok((n.to_string(), PathBuf::from(f))),
-        _ => Err(ConfigError(format!("--list {arg}: expected NAME=FILE"))),
+        _ => Err(ConfigError::ListArg {
+            arg: arg.to_string(),
+        }),
     }
 }
 

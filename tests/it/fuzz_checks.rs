@@ -275,7 +275,7 @@ pub fn check_rules(data: &[u8]) {
 /// (even: the TOML config; odd: a list file, the second byte giving its
 /// `values_max`, 1 to 256), the rest is the file.
 ///
-/// A config that parses and whose limits pass `Limits::check` builds the
+/// A config that parses and whose limits pass `ServiceLimits::check` builds the
 /// QUIC transport settings without panicking. A list file is read as
 /// `serve` and `replay` read one: its values are non-empty, trimmed, hold
 /// no `#`, are at most `LIST_VALUE_CHARS_MAX` characters, come from

@@ -7,7 +7,7 @@ use portcullis::client::{self, Client};
 use portcullis::loadgen::payloads::Payloads;
 use portcullis::loadgen::run::{self, RunOutcome, RunSpec, Target};
 use portcullis::loadgen::{echo, plain_json};
-use portcullis::server::Limits;
+use portcullis::server::ServiceLimits;
 use portcullis::{tls, traffic};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -89,9 +89,9 @@ async fn a_short_run_against_the_echo_server_is_all_answered() {
 async fn a_request_that_waits_for_a_stream_counts_refused() {
     // One stream per connection, held open by the test: the next request
     // can have no stream until it ends, whatever the timing.
-    let limits = Limits {
+    let limits = ServiceLimits {
         streams_per_connection_max: 1,
-        ..Limits::default()
+        ..ServiceLimits::default()
     };
     let (addr, echo) = echo::start_with(pki(), &limits).unwrap_or_else(|e| panic!("{e}"));
     let client = Client::connect(addr, pki(), "client", "localhost")

@@ -319,7 +319,7 @@ fn the_documented_limits_match_the_code() {
     );
     // Every configured limit is in the table with the code's default.
     let defaults =
-        toml::Table::try_from(portcullis::server::Limits::default()).expect("serializable");
+        toml::Table::try_from(portcullis::server::ServiceLimits::default()).expect("serializable");
     for (name, value) in &defaults {
         let value = value.as_integer().expect("limits are integers");
         assert_eq!(default_of(name), value.to_string(), "{name}");

@@ -208,7 +208,7 @@ async fn serve_stream(
     shared: &Shared,
     peer: &Arc<Peer>,
 ) {
-    // Invariant: `Limits::check` keeps frame_bytes_max within 1..=65536.
+    // Invariant: `ServiceLimits::check` keeps frame_bytes_max within 1..=65536.
     let mut decoder = FrameDecoder::new(shared.frame_bytes_max).expect("a checked frame limit");
     let mut answers = Vec::new();
     let mut out = Vec::new();

@@ -254,3 +254,113 @@ impl Decider {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::Code;
+    use crate::contract::{AtRule, Timestamp, parse_line};
+    use crate::gateway::access::Role;
+    use crate::gateway::clock::ManualClock;
+    use crate::rules::CompiledRules;
+
+    const DEADLINE: Duration = Duration::from_millis(50);
+
+    fn decider(awaits_max: usize) -> Decider {
+        let engine = Engine::new(Arc::new(CompiledRules::default_rules()));
+        let limits = DeciderLimits {
+            queue_requests_max: 2,
+            request_deadline: DEADLINE,
+            await_timeout_ms_max: 1000,
+            awaits_max,
+            alerts_kept_max: 10,
+            cache_bytes_max: 1 << 20,
+        };
+        let at = Timestamp::parse("2026-03-01T10:00:00Z").expect("a time");
+        Decider::new(
+            Service::new(engine, 1000),
+            Arc::new(ManualClock::new(at)),
+            &limits,
+            Arc::new(AlertStore::new(10)),
+            Arc::new(Keys::random().expect("keys")),
+            None,
+        )
+    }
+
+    fn swap(id: &str) -> Request {
+        let line = format!(
+            r#"{{"id":"{id}","kind":"sim_swap","msisdn":"+447700900001","account":"A1","iccid":"8944110000000000008"}}"#
+        );
+        Request::Event(parse_line(&line, AtRule::Optional).expect("a valid swap"))
+    }
+
+    fn pos() -> Peer {
+        Peer {
+            name: "pos".into(),
+            role: Role::Caller,
+        }
+    }
+
+    fn now(r: Response) -> Reply {
+        match r {
+            Response::Now(reply) => reply,
+            _ => panic!("an answer now"),
+        }
+    }
+
+    /// A request that waited past `request_deadline` is refused
+    /// `deadline` and changes nothing: the same id sent again in time is
+    /// decided as new, not answered as a retry.
+    #[test]
+    fn a_late_request_is_refused_and_not_applied() {
+        let d = decider(1);
+        let late = monotonic() - DEADLINE - Duration::from_millis(1);
+        let reply = now(d.decide(&pos(), swap("1"), late));
+        assert_eq!(reply.code(), Some(Code::Wire(WireCode::Deadline)));
+        match now(d.decide(&pos(), swap("1"), monotonic())) {
+            Reply::Decision { decided, .. } => assert!(!decided.retry),
+            other => panic!("a decision, not {other:?}"),
+        }
+    }
+
+    /// Past `awaits_max` an await is refused `overloaded`, retryable.
+    #[test]
+    fn awaits_past_the_bound_are_overloaded() {
+        let d = decider(1);
+        // The second swap on the line is held by the default rules.
+        let _ = d.decide(&pos(), swap("1"), monotonic());
+        let held = now(d.decide(&pos(), swap("2"), monotonic()));
+        assert!(
+            matches!(held, Reply::Decision { decided, .. } if decided.outcome == crate::rules::Outcome::Hold),
+            "{held:?}"
+        );
+        let wait = || Request::Await {
+            reference: "2".into(),
+            timeout_ms: 1000,
+        };
+        assert!(matches!(
+            d.decide(&pos(), wait(), monotonic()),
+            Response::Later(_)
+        ));
+        let refused = now(d.decide(&pos(), wait(), monotonic()));
+        assert_eq!(refused.code(), Some(Code::Wire(WireCode::Overloaded)));
+    }
+
+    /// A panic while the engine is changed poisons the lock: from then on
+    /// every request is refused `unavailable`, never decided on what the
+    /// panic left.
+    #[test]
+    fn a_panic_under_the_lock_fails_closed() {
+        let d = decider(1);
+        let change: EngineChange = Box::new(|_| panic!("a reload that panics"));
+        let panicked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.change_blocking(change)));
+        assert!(panicked.is_err());
+        let reply = now(d.decide(&pos(), swap("1"), monotonic()));
+        assert_eq!(reply.code(), Some(Code::Wire(WireCode::Unavailable)));
+        assert!(matches!(
+            d.change_blocking(Box::new(|_| Ok(String::new()))),
+            Err(GatewayError::EngineFailed)
+        ));
+    }
+}
