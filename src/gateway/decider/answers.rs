@@ -34,6 +34,16 @@ pub fn store_failed() -> Reply {
     )
 }
 
+/// The answer to every request, and every waiting await, once the engine
+/// panicked under the lock: what memory holds may never have been
+/// committed, so nothing is answered from it.
+pub fn engine_failed() -> Reply {
+    refusal(
+        WireCode::Unavailable,
+        "the decision engine failed; the service is refusing every request until it restarts",
+    )
+}
+
 /// The answer to a stream over `queue_requests_max`.
 pub fn overloaded() -> Reply {
     refusal(

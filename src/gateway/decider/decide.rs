@@ -3,7 +3,7 @@
 //! lock, on the task that read it; its answer waits for its commit.
 
 use super::admission::{Admission, Admitted};
-use super::answers::{Response, refusal, store_failed};
+use super::answers::{Response, engine_failed, refusal, store_failed};
 use super::locked::Core;
 use super::waiters::Waiters;
 use crate::answer::WireCode;
@@ -76,6 +76,7 @@ impl Decider {
                 awaits_max: limits.awaits_max,
                 waiters: Waiters::default(),
                 closing: false,
+                failed: false,
                 alerts,
                 keys,
             }),
@@ -91,11 +92,17 @@ impl Decider {
         self.admission.admit()
     }
 
-    /// The state, for a read or a change that cannot make an answer wrong
-    /// (expiring awaits, shutting down): a poisoned lock still holds the
-    /// waiters, who must be answered.
+    /// The state, for work that must go on after a panic (expiring awaits,
+    /// shutting down): a poisoned lock still holds the waiters, who must be
+    /// answered, but with `unavailable`, never from memory a panic may have
+    /// left half-changed; and the writer is failed, so nothing more is
+    /// acknowledged and the process exits.
     pub(super) fn core(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        self.core.lock().unwrap_or_else(|p| {
+            let mut core = p.into_inner();
+            core.fail();
+            core
+        })
     }
 
     /// The longest `timeout_ms` an `await` may ask for: what an edge
@@ -120,10 +127,8 @@ impl Decider {
             Err(answer) => return Response::Now(answer),
         };
         let Ok(mut core) = self.core.lock() else {
-            return Response::Now(refusal(
-                WireCode::Unavailable,
-                "the decision engine failed; the service is refusing every request until it restarts",
-            ));
+            self.core().fail();
+            return Response::Now(engine_failed());
         };
         let prepared = if read_at.elapsed() > self.deadline {
             service::late(prepared)
@@ -167,6 +172,7 @@ impl Decider {
     /// reload may walk all history).
     pub fn change_blocking(&self, change: EngineChange) -> Result<String, GatewayError> {
         let Ok(mut core) = self.core.lock() else {
+            self.core().fail();
             return Err(GatewayError::EngineFailed);
         };
         let kept = core.service.engine().rulesets_len();
@@ -344,6 +350,35 @@ mod tests {
         ));
         let refused = now(d.decide(&pos(), wait(), monotonic()));
         assert_eq!(refused.code(), Some(Code::Wire(WireCode::Overloaded)));
+    }
+
+    /// An await waiting when the engine panics under the lock is answered
+    /// `unavailable` (here at shutdown; the timer takes the same path), not
+    /// with the decision memory holds, which may never have been committed.
+    #[test]
+    fn after_a_panic_no_await_is_answered_from_memory() {
+        let d = decider(4);
+        let _ = d.decide(&pos(), swap("1"), monotonic());
+        let held = now(d.decide(&pos(), swap("2"), monotonic()));
+        assert!(matches!(held, Reply::Decision { .. }), "{held:?}");
+        let wait = Request::Await {
+            reference: "2".into(),
+            timeout_ms: 1000,
+        };
+        let Response::Later(mut answer) = d.decide(&pos(), wait, monotonic()) else {
+            panic!("the await waits on the hold");
+        };
+        let change: EngineChange = Box::new(|_| panic!("a change that panics half-way"));
+        let panicked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.change_blocking(change)));
+        assert!(panicked.is_err());
+        d.release_awaits();
+        let reply = answer.try_recv().expect("answered at shutdown");
+        assert_eq!(
+            reply.code(),
+            Some(Code::Wire(WireCode::Unavailable)),
+            "{reply:?}"
+        );
     }
 
     /// A panic while the engine is changed poisons the lock: from then on

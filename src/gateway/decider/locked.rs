@@ -2,7 +2,7 @@
 //! what a request read in place, deciding it, queueing its changes for the
 //! store in decision order, and answering the `await`s it woke.
 
-use super::answers::{Response, refusal, store_failed};
+use super::answers::{Response, engine_failed, refusal, store_failed};
 use super::waiters::{Waiter, Waiters};
 use crate::answer::WireCode;
 use crate::contract::Kind;
@@ -42,6 +42,8 @@ pub struct Core {
     pub(super) waiters: Waiters,
     /// Shutting down: awaits answer at once with the current decision.
     pub(super) closing: bool,
+    /// The engine panicked under the lock: memory is not to be trusted.
+    pub(super) failed: bool,
     pub(super) alerts: Arc<AlertStore>,
     /// Keys the line pseudonyms alerts are logged with (the store's own
     /// pseudonyms): no identifier is ever logged in clear.
@@ -199,8 +201,25 @@ impl Core {
     /// Answers the awaits whose timeout has passed.
     pub(super) fn expire(&mut self, now: Instant) {
         while let Some((scoped, reply)) = self.waiters.pop_expired(now) {
+            if self.failed {
+                let _ = reply.send(engine_failed());
+                continue;
+            }
             let answer = self.service.await_timed_out(&scoped);
             self.deliver(reply, answer);
+        }
+    }
+
+    /// After a panic under the lock: no answer comes from memory again,
+    /// and the writer is failed, so nothing more is acknowledged and the
+    /// service exits non-zero.
+    pub(super) fn fail(&mut self) {
+        if !self.failed {
+            tracing::error!("the decision engine panicked: refusing every request until restarted");
+        }
+        self.failed = true;
+        if let Some(d) = &self.durable {
+            d.writer.fail();
         }
     }
 

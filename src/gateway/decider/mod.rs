@@ -39,5 +39,5 @@ mod upkeep;
 mod waiters;
 
 pub use admission::Admitted;
-pub use answers::{Response, overloaded, refusal, store_failed};
+pub use answers::{Response, engine_failed, overloaded, refusal, store_failed};
 pub use decide::{Decider, EngineChange};
