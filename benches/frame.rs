@@ -6,11 +6,16 @@
 //! microsecond.
 //!
 //! Decoding is measured both from one chunk per frame and from a batch of
-//! 64 frames in one push, as a QUIC stream hands them over.
+//! 64 frames in one push, as a QUIC stream hands them over. `worst_frame`
+//! times hostile bodies of the largest frame: objects at the key bound
+//! nested to fill it, and one object of as many keys as fit (refused at
+//! `KEYS_PER_OBJECT_MAX`); each should cost under 1 ms.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use portcullis::contract::{AtRule, parse_line};
-use portcullis::edge::quic::frame::{FrameDecoder, begin_frame, encode, end_frame};
+use portcullis::contract::{AtRule, KEYS_PER_OBJECT_MAX, parse_line};
+use portcullis::edge::quic::frame::{
+    FRAME_BYTES_MAX_LIMIT, FrameDecoder, begin_frame, encode, end_frame,
+};
 use portcullis::edge::quic::wire::{AWAIT_TIMEOUT_MS_MAX_DEFAULT, decision_body, parse_request};
 use portcullis::engine::Decided;
 use portcullis::rules::{CompiledRules, Outcome};
@@ -127,5 +132,66 @@ fn frame(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, frame);
+/// The most keys an object may hold (`KEYS_PER_OBJECT_MAX`), as short keys,
+/// nested objects filling a frame of the largest `frame_bytes_max`: the
+/// most key comparisons a frame the reader accepts can cost.
+fn worst_accepted_frame() -> String {
+    let object: String = {
+        let keys: Vec<String> = (0..KEYS_PER_OBJECT_MAX)
+            .map(|i| format!("\"k{i}\":0"))
+            .collect();
+        format!("{{{}}}", keys.join(","))
+    };
+    let mut line = String::from(r#"{"kind":"auth_failure","account":"A1","x":["#);
+    while line.len() + object.len() + 3 < FRAME_BYTES_MAX_LIMIT {
+        line.push_str(&object);
+        line.push(',');
+    }
+    line.pop();
+    line.push_str("]}");
+    line
+}
+
+/// One object of as many keys as fit a frame: before `KEYS_PER_OBJECT_MAX`,
+/// about 8,464 keys compared each with all before it.
+fn one_object_of_keys() -> String {
+    let mut line = String::from("{");
+    let mut i = 0;
+    while line.len() < FRAME_BYTES_MAX_LIMIT - 16 {
+        line.push_str(&format!("\"{i:x}\":0,"));
+        i += 1;
+    }
+    line.pop();
+    line.push('}');
+    line
+}
+
+/// Hostile frames of the largest size: what one costs the service to
+/// refuse or read, against the target of 1 ms.
+fn worst(c: &mut Criterion) {
+    let mut g = c.benchmark_group("worst_frame");
+    g.throughput(Throughput::Elements(1));
+    let nested = worst_accepted_frame();
+    assert!(nested.len() <= FRAME_BYTES_MAX_LIMIT);
+    g.bench_function("nested_objects_at_the_key_bound", |b| {
+        b.iter(|| {
+            black_box(parse_request(
+                black_box(nested.as_bytes()),
+                AWAIT_TIMEOUT_MS_MAX_DEFAULT,
+            ))
+        })
+    });
+    let flat = one_object_of_keys();
+    g.bench_function("one_object_of_8k_keys", |b| {
+        b.iter(|| {
+            black_box(parse_request(
+                black_box(flat.as_bytes()),
+                AWAIT_TIMEOUT_MS_MAX_DEFAULT,
+            ))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, frame, worst);
 criterion_main!(benches);

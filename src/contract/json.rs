@@ -29,6 +29,13 @@ pub struct RawObject<'a> {
     pub entries: Vec<(Cow<'a, str>, Raw<'a>)>,
 }
 
+/// The most keys one object may hold, at any depth. The contract's kinds
+/// have at most about 15 fields; a line of thousands of keys is an attack on
+/// the duplicate check, which compares each key with the object's others:
+/// with this bound a line costs at most this many comparisons per key,
+/// whatever its length.
+pub const KEYS_PER_OBJECT_MAX: usize = 64;
+
 /// Why a line is not a usable object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JsonError {
@@ -36,6 +43,9 @@ pub enum JsonError {
     Bad(String),
     /// An object (at any depth) repeats a key.
     DuplicateKey(String),
+    /// An object (at any depth) holds more than [`KEYS_PER_OBJECT_MAX`]
+    /// keys.
+    TooManyKeys,
 }
 
 /// Parses one line into its top-level entries.
@@ -45,6 +55,7 @@ pub fn parse_object(line: &str) -> Result<RawObject<'_>, JsonError> {
     let parsed = de.deserialize_any(TopVisitor { dup: &mut dup });
     let obj = match parsed {
         Ok(obj) => obj,
+        Err(e) if e.to_string().starts_with(TOO_MANY_KEYS) => return Err(JsonError::TooManyKeys),
         Err(e) => return Err(JsonError::Bad(e.to_string())),
     };
     if let Err(e) = de.end() {
@@ -56,6 +67,10 @@ pub fn parse_object(line: &str) -> Result<RawObject<'_>, JsonError> {
         (None, None) => Err(JsonError::Bad("the line is JSON but not an object".into())),
     }
 }
+
+/// The message a visitor stops with past [`KEYS_PER_OBJECT_MAX`] keys,
+/// told apart from serde_json's own by its start.
+const TOO_MANY_KEYS: &str = "too many keys";
 
 struct TopVisitor<'d> {
     dup: &'d mut Option<String>,
@@ -74,6 +89,9 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
             entries: Vec::with_capacity(8),
         };
         while let Some(key) = map.next_key::<Text<'de>>()? {
+            if obj.entries.len() == KEYS_PER_OBJECT_MAX {
+                return Err(de::Error::custom(TOO_MANY_KEYS));
+            }
             let value = map.next_value_seed(ValueSeed { dup: self.dup })?;
             if self.dup.is_none() && obj.entries.iter().any(|(k, _)| *k == key.0) {
                 *self.dup = Some(key.0.clone().into_owned());
@@ -235,6 +253,9 @@ impl<'de> Visitor<'de> for NestedSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut keys: Vec<Cow<'de, str>> = Vec::new();
         while let Some(key) = map.next_key::<Text<'de>>()? {
+            if keys.len() == KEYS_PER_OBJECT_MAX {
+                return Err(de::Error::custom(TOO_MANY_KEYS));
+            }
             map.next_value_seed(NestedSeed { dup: self.dup })?;
             if self.dup.is_none() && keys.contains(&key.0) {
                 *self.dup = Some(key.0.clone().into_owned());
@@ -316,6 +337,31 @@ mod tests {
         ] {
             assert!(bad(s), "{s:?} should be bad_json");
         }
+    }
+
+    /// `KEYS_PER_OBJECT_MAX` keys read; one more is refused, at the top
+    /// level and nested, however long the rest of the line.
+    #[test]
+    fn objects_hold_at_most_the_key_bound() {
+        let object = |n: usize| {
+            let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":0")).collect();
+            format!("{{{}}}", keys.join(","))
+        };
+        assert!(parse_object(&object(KEYS_PER_OBJECT_MAX)).is_ok());
+        assert_eq!(
+            parse_object(&object(KEYS_PER_OBJECT_MAX + 1)).unwrap_err(),
+            JsonError::TooManyKeys
+        );
+        let nested = |n: usize| format!("{{\"a\":[1,{}]}}", object(n));
+        assert!(parse_object(&nested(KEYS_PER_OBJECT_MAX)).is_ok());
+        assert_eq!(
+            parse_object(&nested(KEYS_PER_OBJECT_MAX + 1)).unwrap_err(),
+            JsonError::TooManyKeys
+        );
+        assert_eq!(
+            parse_object(&object(8_464)).unwrap_err(),
+            JsonError::TooManyKeys
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod json;
 pub mod time;
 
 use ident::{Eid, Iccid, IdentError, Imei, Imsi, Msisdn, Token};
+pub use json::KEYS_PER_OBJECT_MAX;
 pub use json::json_str;
 use json::{JsonError, Raw};
 use std::borrow::Cow;
@@ -559,6 +560,14 @@ pub fn parse_line(line: &str, at_rule: AtRule) -> Result<Event, ContractError> {
             ErrorCode::DuplicateKey,
             None,
             format!("the key {k:?} appears more than once"),
+        ),
+        JsonError::TooManyKeys => ContractError::new(
+            ErrorCode::BadJson,
+            None,
+            format!(
+                "an object of the line holds more than {} keys (KEYS_PER_OBJECT_MAX)",
+                json::KEYS_PER_OBJECT_MAX
+            ),
         ),
     })?;
     let mut slots: [Option<Raw<'_>>; Field::ALL.len()] = Default::default();
