@@ -68,6 +68,52 @@ pub fn parse_object(line: &str) -> Result<RawObject<'_>, JsonError> {
     }
 }
 
+/// Slots of an object's key table: a power of two, twice
+/// [`KEYS_PER_OBJECT_MAX`], so a probe ends at an empty slot quickly.
+const KEY_SLOTS: usize = 2 * KEYS_PER_OBJECT_MAX;
+
+/// One object's keys, for the duplicate check in constant time per key: an
+/// open-addressing table on the stack of each key's index and 64-bit hash
+/// (fixed seed: the core draws no randomness). Keys are compared only when
+/// their whole hashes match, so keys chosen to share a slot cost a probe of
+/// integer comparisons, never a string comparison each.
+struct KeySet {
+    /// Index + 1 into the object's keys (0: empty), and the key's hash.
+    slots: [(u8, u64); KEY_SLOTS],
+}
+
+// Every index into an object's keys fits the table's u8.
+const _: () = assert!(KEYS_PER_OBJECT_MAX < u8::MAX as usize);
+
+impl KeySet {
+    fn new() -> KeySet {
+        KeySet {
+            slots: [(0, 0); KEY_SLOTS],
+        }
+    }
+
+    /// Adds the key at `index`, where `key_of(i)` is the object's key `i`;
+    /// true if an earlier key is equal. Callers keep `index` below
+    /// [`KEYS_PER_OBJECT_MAX`], so the table never fills.
+    fn repeats<'k>(&mut self, index: usize, key_of: impl Fn(usize) -> &'k str) -> bool {
+        use std::hash::BuildHasher;
+        let key = key_of(index);
+        let hash = foldhash::fast::FixedState::with_seed(0x6a73_6f6e_6b65_7973).hash_one(key);
+        let mut slot = hash as usize % KEY_SLOTS;
+        loop {
+            match self.slots[slot] {
+                (0, _) => {
+                    // Within the bound: index < KEYS_PER_OBJECT_MAX < 255.
+                    self.slots[slot] = (index as u8 + 1, hash);
+                    return false;
+                }
+                (i, h) if h == hash && key_of(usize::from(i) - 1) == key => return true,
+                _ => slot = (slot + 1) % KEY_SLOTS,
+            }
+        }
+    }
+}
+
 /// The message a visitor stops with past [`KEYS_PER_OBJECT_MAX`] keys,
 /// told apart from serde_json's own by its start.
 const TOO_MANY_KEYS: &str = "too many keys";
@@ -88,15 +134,18 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
         let mut obj = RawObject {
             entries: Vec::with_capacity(8),
         };
+        let mut set = KeySet::new();
         while let Some(key) = map.next_key::<Text<'de>>()? {
             if obj.entries.len() == KEYS_PER_OBJECT_MAX {
                 return Err(de::Error::custom(TOO_MANY_KEYS));
             }
             let value = map.next_value_seed(ValueSeed { dup: self.dup })?;
-            if self.dup.is_none() && obj.entries.iter().any(|(k, _)| *k == key.0) {
-                *self.dup = Some(key.0.clone().into_owned());
-            }
             obj.entries.push((key.0, value));
+            let last = obj.entries.len() - 1;
+            let entries = &obj.entries;
+            if self.dup.is_none() && set.repeats(last, |i| entries[i].0.as_ref()) {
+                *self.dup = Some(obj.entries[last].0.clone().into_owned());
+            }
         }
         Ok(Some(obj))
     }
@@ -252,15 +301,18 @@ impl<'de> Visitor<'de> for NestedSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        let mut set = KeySet::new();
         while let Some(key) = map.next_key::<Text<'de>>()? {
             if keys.len() == KEYS_PER_OBJECT_MAX {
                 return Err(de::Error::custom(TOO_MANY_KEYS));
             }
             map.next_value_seed(NestedSeed { dup: self.dup })?;
-            if self.dup.is_none() && keys.contains(&key.0) {
-                *self.dup = Some(key.0.clone().into_owned());
-            }
             keys.push(key.0);
+            let last = keys.len() - 1;
+            let held = &keys;
+            if self.dup.is_none() && set.repeats(last, |i| held[i].as_ref()) {
+                *self.dup = Some(keys[last].clone().into_owned());
+            }
         }
         Ok(())
     }
@@ -362,6 +414,28 @@ mod tests {
             parse_object(&object(8_464)).unwrap_err(),
             JsonError::TooManyKeys
         );
+    }
+
+    /// Past the keys compared one by one, a repeat is still found, at the
+    /// top level and nested, whichever its position.
+    #[test]
+    fn repeats_among_many_keys_are_found() {
+        for (first, second) in [(0, 40), (20, 63), (17, 18), (3, 10)] {
+            let keys: Vec<String> = (0..KEYS_PER_OBJECT_MAX)
+                .map(|i| {
+                    if i == second {
+                        format!("\"k{first}\":0")
+                    } else {
+                        format!("\"k{i}\":0")
+                    }
+                })
+                .collect();
+            let object = format!("{{{}}}", keys.join(","));
+            let want = JsonError::DuplicateKey(format!("k{first}"));
+            assert_eq!(parse_object(&object).unwrap_err(), want, "{first} {second}");
+            let nested = format!("{{\"a\":[{object}]}}");
+            assert_eq!(parse_object(&nested).unwrap_err(), want, "{first} {second}");
+        }
     }
 
     #[test]

@@ -34,6 +34,18 @@ use std::fmt;
 /// answer a one-time code only in the easy cases, so clients loop.
 pub const AWAIT_TIMEOUT_MS_MAX_DEFAULT: u64 = 30_000;
 
+/// The longest `await` body, in bytes: its three fields, a `ref` of
+/// `ID_CHARS_MAX` characters each escaped, and room to spare. Only an
+/// await this short is read into a map of its values.
+pub const AWAIT_BODY_BYTES_MAX: usize = 4096;
+
+/// A body's `kind`, every other key skipped without building its value.
+#[derive(Default, serde::Deserialize)]
+struct KindOnly<'a> {
+    #[serde(borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
 // Every error fits any frame a server would run with, with room to spare.
 const _: () = assert!(ERROR_BODY_BYTES_MAX < crate::edge::quic::frame::FRAME_BYTES_MAX_LIMIT / 4);
 
@@ -133,6 +145,27 @@ pub fn parse_request(body: &[u8], await_timeout_ms_max: u64) -> Result<Request, 
     };
     if matches!(err.code, ErrorCode::BadJson | ErrorCode::DuplicateKey) {
         return Err(err.into());
+    }
+    // Only the kind is read first, everything else skipped unbuilt: a
+    // refused frame costs about one parse more, never a tree of values
+    // (which for a hostile frame costs ten times the parse).
+    let peek: KindOnly<'_> = serde_json::from_str(text).unwrap_or_default();
+    if peek.kind.as_deref() != Some("await") {
+        let mut err = WireError::from(err);
+        if err.code == Code::Contract(ErrorCode::UnknownKind) {
+            err.message.push_str("; over the network also await");
+        }
+        return Err(err);
+    }
+    if text.len() > AWAIT_BODY_BYTES_MAX {
+        return Err(WireError::new(
+            WireCode::BadFrame,
+            None,
+            format!(
+                "an await body is at most {AWAIT_BODY_BYTES_MAX} bytes (AWAIT_BODY_BYTES_MAX), not {}",
+                text.len()
+            ),
+        ));
     }
     let Ok(obj) = serde_json::from_str::<Map<String, Value>>(text) else {
         // Unreachable in practice: the contract's stricter JSON layer took it.
@@ -320,6 +353,22 @@ mod tests {
     fn code_field(s: &str) -> (String, Option<String>) {
         let e = parse(s).unwrap_err();
         (e.code.to_string(), e.field.map(|f| f.to_string()))
+    }
+
+    /// An await past `AWAIT_BODY_BYTES_MAX` is refused before its values
+    /// are read; one within it reads as before.
+    #[test]
+    fn an_await_body_is_bounded() {
+        let pad = "x".repeat(AWAIT_BODY_BYTES_MAX);
+        let long = format!(r#"{{"kind":"await","ref":"7","timeout_ms":5,"pad":"{pad}"}}"#);
+        let e = parse(&long).expect_err("too long");
+        assert_eq!(e.code, Code::Wire(WireCode::BadFrame));
+        assert!(e.message.contains("AWAIT_BODY_BYTES_MAX"), "{e}");
+        let short = r#"{"kind":"await","ref":"7","timeout_ms":5,"pad":"x"}"#;
+        assert_eq!(
+            parse(short).expect_err("a field too many").code,
+            ErrorCode::UnknownField.into()
+        );
     }
 
     #[test]
