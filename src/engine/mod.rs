@@ -139,6 +139,14 @@ impl Engine {
         self.state.decision_of(id)
     }
 
+    /// The request on hold under `id` (in the engine's scoped form), as it
+    /// was sent: who made it and through which agent, for the gateway's
+    /// check that nobody clears their own hold. `None` when nothing is on
+    /// hold under that id.
+    pub fn held_request(&self, id: &str) -> Option<Event> {
+        self.state.held(id).map(|(_, ev)| ev)
+    }
+
     /// Adds a list value from a file at load time (not an event).
     pub fn list_add(&mut self, list: &str, value: &str) -> Result<(), ListError> {
         self.state

@@ -111,10 +111,42 @@ pub fn prepare(peer: &Peer, request: Request) -> Prepared {
             )),
         }));
     }
+    if let Some(refused) = self_approval_by_client(peer, &ev) {
+        return Prepared::Answered(refused);
+    }
     if let Some(id) = &ev.id {
         ev.id = Some(scoped(&peer.name, id).into());
     }
     Prepared::Event { own_id, ev }
+}
+
+/// No client clears its own request's hold: a verification naming
+/// `CLIENT:ID` is refused `forbidden` when `CLIENT` is the sender itself (a
+/// stolen analyst certificate could otherwise request a SIM swap and
+/// release it).
+fn self_approval_by_client(peer: &Peer, ev: &Event) -> Option<Reply> {
+    let reference = ev
+        .reference
+        .as_deref()
+        .filter(|_| ev.kind == Kind::Verification)?;
+    let (client, _) = reference.split_once(SCOPE_SEPARATOR)?;
+    (client == peer.name).then(|| {
+        forbidden(
+            ev.id.clone(),
+            "ref",
+            "a client may not verify its own request; another client's analyst must",
+        )
+    })
+}
+
+/// A refusal for what the sender may not do.
+fn forbidden(id: Option<Box<str>>, field: &str, message: &'static str) -> Reply {
+    Reply::Refused(Refusal {
+        id,
+        code: WireCode::Forbidden.into(),
+        field: Some(field.into()),
+        message: Cow::Borrowed(message),
+    })
 }
 
 /// A prepared request that waited too long to be decided: an event is
@@ -207,6 +239,9 @@ impl Service {
             Prepared::Answered(reply) => Step::Answered(reply),
             Prepared::Await { scoped, timeout_ms } => Step::Await { scoped, timeout_ms },
             Prepared::Event { own_id, ev } => {
+                if let Some(refused) = self.self_approval_by_agent(own_id.as_deref(), &ev) {
+                    return Step::Answered(refused);
+                }
                 // Time never goes backwards, whatever the host clock does.
                 let at = now.max(self.last);
                 self.last = at;
@@ -249,6 +284,25 @@ impl Service {
                 message: Cow::Borrowed("no decision request with this id is remembered"),
             }),
         }
+    }
+
+    /// No agent clears a hold on a request made through them: a
+    /// verification that names an `agent` is refused `forbidden` when the
+    /// held request names the same one (an insider at a store cannot swap
+    /// a SIM and approve the swap).
+    fn self_approval_by_agent(&self, own_id: Option<&str>, ev: &Event) -> Option<Reply> {
+        let agent = ev
+            .agent
+            .as_ref()
+            .filter(|_| ev.kind == Kind::Verification)?;
+        let held = self.engine.held_request(ev.reference.as_deref()?)?;
+        (held.agent.as_ref() == Some(agent)).then(|| {
+            forbidden(
+                own_id.map(Into::into),
+                "agent",
+                "the agent who made the request may not verify it",
+            )
+        })
     }
 
     fn decision(&self, id: Box<str>, decided: Decided) -> Reply {
@@ -533,6 +587,49 @@ mod tests {
         assert_eq!(ok["ok"], true, "{ok}");
         let retry = call(&mut s, &pos, &second, "2026-03-01T10:03:00Z");
         assert_eq!(retry["decision"], "allow", "{retry}");
+    }
+
+    /// Nobody clears their own hold: not the client whose certificate sent
+    /// the request (even with the analyst role), nor the agent the request
+    /// names. Another analyst, naming another agent, may.
+    #[test]
+    fn nobody_verifies_their_own_request() {
+        let mut s = service();
+        let desk = peer("desk", Role::Analyst);
+        let ops = peer("ops", Role::Analyst);
+        let by_agent = SWAP.replace("\"iccid\"", "\"agent\":\"dlr-1\",\"iccid\"");
+        call(&mut s, &desk, &by_agent, "2026-03-01T10:00:00Z");
+        let second = by_agent.replace("\"1\"", "\"2\"");
+        let held = call(&mut s, &desk, &second, "2026-03-01T10:01:00Z");
+        assert_eq!(held["decision"], "hold", "{held}");
+        let own = call(
+            &mut s,
+            &desk,
+            r#"{"kind":"verification","ref":"desk:2","result":"pass"}"#,
+            "2026-03-01T10:02:00Z",
+        );
+        assert_eq!(own["error"]["code"], "forbidden", "{own}");
+        assert_eq!(own["error"]["field"], "ref", "{own}");
+        let agent = call(
+            &mut s,
+            &ops,
+            r#"{"kind":"verification","ref":"desk:2","result":"pass","agent":"dlr-1"}"#,
+            "2026-03-01T10:02:00Z",
+        );
+        assert_eq!(agent["error"]["code"], "forbidden", "{agent}");
+        assert_eq!(agent["error"]["field"], "agent", "{agent}");
+        // Neither refusal released it.
+        let still = call(&mut s, &desk, &second, "2026-03-01T10:03:00Z");
+        assert_eq!(still["decision"], "hold", "{still}");
+        let ok = call(
+            &mut s,
+            &ops,
+            r#"{"kind":"verification","ref":"desk:2","result":"pass","agent":"sup-9"}"#,
+            "2026-03-01T10:04:00Z",
+        );
+        assert_eq!(ok["ok"], true, "{ok}");
+        let released = call(&mut s, &desk, &second, "2026-03-01T10:05:00Z");
+        assert_eq!(released["decision"], "allow", "{released}");
     }
 
     /// A client's `at` never moves the service's clock, and the clock never
