@@ -166,6 +166,11 @@ pub fn run(cli: Cli) -> ExitCode {
         } => match load_rules(Some(&file)) {
             Ok(r) => {
                 println!("{}", r.summary());
+                if !r.can_stop() {
+                    eprintln!(
+                        "warning: no deny or hold rule that is not shadow: this ruleset allows every request, and serve refuses it without --allow-permissive-rules"
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(msg) => {

@@ -174,6 +174,14 @@ impl CompiledRules {
     }
 
     /// The built-in default ruleset.
+    /// Whether a rule that is not shadow can hold or deny: a ruleset that
+    /// cannot allows every request, which `serve` refuses unless asked.
+    pub fn can_stop(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| !r.shadow && matches!(r.action, Action::Deny | Action::Hold))
+    }
+
     pub fn default_rules() -> CompiledRules {
         // Invariant: the shipped file compiles; `default_ruleset_compiles` tests it.
         CompiledRules::compile("default.rules", DEFAULT_RULES, &Limits::default())

@@ -38,6 +38,21 @@ mod tests {
             .remove(0)
     }
 
+    /// A ruleset can stop a request only through a deny or hold rule that
+    /// is not shadow: the default can, an empty one or one of shadow rules
+    /// alone cannot.
+    #[test]
+    fn only_live_deny_or_hold_rules_can_stop_a_request() {
+        let default = CompiledRules::default_rules();
+        assert!(default.can_stop());
+        let empty = CompiledRules::compile("empty.rules", "# nothing\n", &Limits::default())
+            .expect("an empty ruleset compiles");
+        assert!(!empty.can_stop());
+        let mut shadowed = default.clone();
+        shadowed.rules.iter_mut().for_each(|r| r.shadow = true);
+        assert!(!shadowed.can_stop());
+    }
+
     #[test]
     fn default_ruleset_compiles() {
         let r = CompiledRules::default_rules();

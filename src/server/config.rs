@@ -103,6 +103,8 @@ pub enum ConfigError {
     NoTlsDir,
     /// A `--list` argument is not `NAME=FILE`.
     ListArg { arg: String },
+    /// Neither `--data` nor `--store memory`: state would be kept nowhere.
+    NoState,
 }
 
 /// The store kinds `--store` names.
@@ -137,6 +139,9 @@ impl std::fmt::Display for ConfigError {
                 "no TLS directory: give --tls-dir DIR or `tls_dir` in the config (write one with `portcullis certs dev --out DIR`)",
             ),
             ConfigError::ListArg { arg } => write!(f, "--list {arg}: expected NAME=FILE"),
+            ConfigError::NoState => f.write_str(
+                "no state directory: give --data DIR (the embedded store) or --store memory (every hold and record lost at exit), or `data`/`store` in the config",
+            ),
         }
     }
 }
@@ -243,6 +248,8 @@ pub struct FileConfig {
     pub keys: Option<PathBuf>,
     /// NAME = FILE.
     pub lists: BTreeMap<String, PathBuf>,
+    /// As `--allow-permissive-rules`.
+    pub allow_permissive_rules: bool,
     pub limits: ServiceLimits,
 }
 
@@ -285,6 +292,8 @@ pub struct Config {
     /// further.
     pub keys: Option<PathBuf>,
     pub lists: Vec<(String, PathBuf)>,
+    /// Serve a ruleset that cannot hold or deny (refused otherwise).
+    pub allow_permissive_rules: bool,
     pub limits: ServiceLimits,
 }
 
@@ -301,6 +310,7 @@ impl Config {
             crl: None,
             keys: None,
             lists: Vec::new(),
+            allow_permissive_rules: false,
             limits: ServiceLimits::default(),
         }
     }

@@ -46,8 +46,8 @@ pub struct ServeOptions {
     #[arg(long)]
     pub quic: Option<SocketAddr>,
     /// The data directory: the durable store `portcullis.redb` is kept
-    /// here (created, mode 0700, if missing). Without it state is held in
-    /// memory, with a warning.
+    /// here (created, mode 0700, if missing). One of it and `--store
+    /// memory` is required.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// `redb` (the default, under --data) or `memory` (state lost at exit:
@@ -74,6 +74,11 @@ pub struct ServeOptions {
     /// A TOML config file (see `deploy/serve.toml` for every key).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Serve a ruleset with no live `deny` or `hold` rule, which allows
+    /// every request: refused without this, so that an empty or truncated
+    /// rules file never quietly turns the protection off.
+    #[arg(long)]
+    pub allow_permissive_rules: bool,
 }
 
 /// Why a service did not start.
@@ -145,6 +150,9 @@ impl ServeError {
 pub enum LoadError {
     /// The rules file does not read or compile.
     Rules(FileError),
+    /// The ruleset has no live `deny` or `hold` rule: it would allow every
+    /// request, and `allow_permissive_rules` does not say that is meant.
+    Permissive { label: String, hash: String },
     /// A decision the rules can give would not fit a frame.
     DecisionTooLong {
         bound: usize,
@@ -160,6 +168,10 @@ impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LoadError::Rules(e) => e.fmt(f),
+            LoadError::Permissive { label, hash } => write!(
+                f,
+                "the ruleset {label} ({hash}) has no deny or hold rule that is not shadow: it would allow every request; fix the rules file, or pass --allow-permissive-rules (allow_permissive_rules = true) if that is meant"
+            ),
             LoadError::DecisionTooLong {
                 bound,
                 frame_bytes_max,
@@ -230,10 +242,18 @@ impl Config {
             .or(file.tls_dir)
             .ok_or(ConfigError::NoTlsDir)?;
         file.limits.check()?;
+        let data = o.data.clone().or(file.data);
+        let store = o.store.or(file.store).unwrap_or_default();
+        // Forgetting every hold and record at exit is asked for, never a
+        // default.
+        if data.is_none() && store != StoreKind::Memory {
+            return Err(ConfigError::NoState);
+        }
         Ok(Config {
             quic,
-            data: o.data.clone().or(file.data),
-            store: o.store.or(file.store).unwrap_or_default(),
+            data,
+            store,
+            allow_permissive_rules: o.allow_permissive_rules || file.allow_permissive_rules,
             tls_dir,
             rules: o.rules.clone().or(file.rules),
             crl: o.crl.clone().or(file.crl),
@@ -264,6 +284,12 @@ pub struct RulesAndLists {
 /// checking that every decision the rules can give fits a frame.
 pub fn load(config: &Config) -> Result<RulesAndLists, LoadError> {
     let rules = crate::files::load_rules(config.rules.as_deref()).map_err(LoadError::Rules)?;
+    if !rules.can_stop() && !config.allow_permissive_rules {
+        return Err(LoadError::Permissive {
+            label: rules.label.clone(),
+            hash: rules.hash.clone(),
+        });
+    }
     let frame_bytes_max = config.limits.frame_bytes_max;
     if let Err(bound) = crate::edge::quic::wire::ruleset_fits(&rules, frame_bytes_max) {
         return Err(LoadError::DecisionTooLong {
@@ -395,6 +421,12 @@ impl Server {
     ) -> Result<Server, ServeError> {
         config.limits.check().map_err(ServeError::Config)?;
         let loaded = load(&config).map_err(ServeError::Load)?;
+        tracing::info!(
+            ruleset = %loaded.rules.label,
+            hash = %loaded.rules.hash,
+            rules = loaded.rules.rules.len(),
+            "deciding with"
+        );
         let (quinn_config, revoked) = config.quinn_server_and_revoked().map_err(ServeError::Tls)?;
         let (revoked, revoked_rx) = watch::channel(Arc::new(revoked));
         let (keys, source) = keys_for(&config)?;

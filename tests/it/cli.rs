@@ -393,6 +393,27 @@ fn rules_check_accepts_the_default_file_with_a_one_line_summary() {
     assert!(out.contains("13 rules"), "{}", describe(&o));
 }
 
+/// A ruleset that cannot hold or deny checks, with a warning that it
+/// allows everything; the default one gets no warning.
+#[test]
+fn rules_check_warns_of_a_ruleset_that_allows_everything() {
+    let dir =
+        std::env::temp_dir().join(format!("portcullis-cli-permissive-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let empty = dir.join("empty.rules");
+    std::fs::write(&empty, "# nothing left\n").expect("write");
+    let o = run(&["rules", "check", empty.to_str().expect("UTF-8")], None);
+    assert!(o.status.success(), "{}", describe(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("allows every request"), "{}", describe(&o));
+    let o = run(&["rules", "check", "rules/default.rules"], None);
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("warning"),
+        "{}",
+        describe(&o)
+    );
+}
+
 #[test]
 fn rules_default_prints_the_built_in_rules() {
     let o = run(&["rules", "default"], None);

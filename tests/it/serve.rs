@@ -510,6 +510,33 @@ fn a_reload_revokes_a_certificate_without_a_restart() {
     });
 }
 
+/// A reload of a rules file cut to nothing (which compiles, and would allow
+/// every request) is refused, and the rules served so far stay: a second
+/// swap on a line is still held.
+#[test]
+fn a_reload_of_a_ruleset_that_cannot_stop_anything_is_refused() {
+    let out = scratch_dir("serve", "reload-permissive");
+    let rules = out.join("live.rules");
+    std::fs::write(&rules, portcullis::rules::DEFAULT_RULES).expect("write the rules");
+    rt().block_on(async {
+        let mut config = Config::local(pki());
+        config.rules = Some(rules.clone());
+        let server = start(config, Arc::new(SystemClock)).await;
+        let (_ep, pos) = connect(server.local_addr(), "client").await;
+        assert_eq!(call(&pos, SWAP).await["decision"], "allow");
+        std::fs::write(&rules, "# the rest of the file was lost\n").expect("truncate");
+        let refused = server
+            .reload()
+            .await
+            .expect_err("a permissive ruleset")
+            .to_string();
+        assert!(refused.contains("allow every request"), "{refused}");
+        let second = SWAP.replace("\"id\":\"", "\"id\":\"again-");
+        assert_eq!(call(&pos, &second).await["decision"], "hold");
+        assert!(server.shutdown().await);
+    });
+}
+
 /// How the server ended a connection presenting `files`: `Some` with the
 /// reason when the handshake refused it (a TLS alert, as a connection
 /// error), `None` when it was let in (even if closed at once after).

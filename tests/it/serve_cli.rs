@@ -208,6 +208,8 @@ fn serve_exits_non_zero_with_a_clear_message() {
     let bad_config = file("bad.toml", "[limits]\nframe_bytes_max = 1\n");
     let typo_config = file("typo.toml", "[limits]\nframe_bytes = 100\n");
     let broken_rules = file("broken.rules", "rule x: nonsense\n");
+    // A rules file cut to nothing: it compiles, and would allow everything.
+    let empty_rules = file("empty.rules", "# the rest of the file was lost\n");
     // A TLS directory whose server key is missing.
     let no_key = tls_dir.with_file_name("nokey");
     std::fs::create_dir_all(&no_key).expect("mkdir");
@@ -221,7 +223,7 @@ fn serve_exits_non_zero_with_a_clear_message() {
     let any = "127.0.0.1:0";
     let data = tls_dir.with_file_name("data");
     let data = data.to_str().expect("UTF-8");
-    let cases: [(&[&str], i32, &[&str]); 7] = [
+    let cases: [(&[&str], i32, &[&str]); 9] = [
         // A durable store with no lasting keys (this TLS directory holds
         // none): what it keeps could not be read after a restart.
         (
@@ -240,16 +242,50 @@ fn serve_exits_non_zero_with_a_clear_message() {
             &["frame_bytes"],
         ),
         (&["--tls-dir", tls], 2, &["--quic"]),
-        (&["--quic", any, "--tls-dir", no_key], 1, &["server.key"]),
         (
-            &["--quic", any, "--tls-dir", tls, "--rules", &broken_rules],
+            &["--quic", any, "--tls-dir", no_key, "--store", "memory"],
+            1,
+            &["server.key"],
+        ),
+        (
+            &[
+                "--quic",
+                any,
+                "--tls-dir",
+                tls,
+                "--store",
+                "memory",
+                "--rules",
+                &broken_rules,
+            ],
             2,
             &["broken.rules"],
         ),
         (
-            &["--quic", &in_use, "--tls-dir", tls],
+            &["--quic", &in_use, "--tls-dir", tls, "--store", "memory"],
             1,
             &[&in_use, "in use"],
+        ),
+        // State kept nowhere is asked for, never a default.
+        (
+            &["--quic", any, "--tls-dir", tls],
+            2,
+            &["--data", "--store memory"],
+        ),
+        // A ruleset that cannot hold or deny is refused unless meant.
+        (
+            &[
+                "--quic",
+                any,
+                "--tls-dir",
+                tls,
+                "--store",
+                "memory",
+                "--rules",
+                &empty_rules,
+            ],
+            2,
+            &["allow every request", "--allow-permissive-rules"],
         ),
     ];
     for (args, want, says) in cases {
@@ -280,6 +316,8 @@ fn sighup_reloads_under_load_and_loses_no_request() {
         "127.0.0.1:0",
         "--tls-dir",
         tls_dir.to_str().expect("UTF-8"),
+        "--store",
+        "memory",
         "--rules",
         rules.to_str().expect("UTF-8"),
         "--list",
@@ -382,7 +420,14 @@ fn sighup_reloads_under_load_and_loses_no_request() {
 fn call_tries_the_service_by_hand() {
     let tls_dir = pki("call");
     let tls = tls_dir.to_str().expect("UTF-8");
-    let mut s = Serving::start(&["--quic", "127.0.0.1:0", "--tls-dir", tls]);
+    let mut s = Serving::start(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--tls-dir",
+        tls,
+        "--store",
+        "memory",
+    ]);
     let addr = s.addr().to_string();
     let call = |who: &str, input: &str| -> Vec<Value> {
         let mut child = Command::new(BIN)
@@ -441,7 +486,14 @@ fn serve_says_where_its_keys_come_from() {
     let tls_dir = pki("keys");
     let tls = tls_dir.to_str().expect("UTF-8");
     // No keys anywhere: keys for this process alone, with a warning.
-    let mut s = Serving::start(&["--quic", "127.0.0.1:0", "--tls-dir", tls]);
+    let mut s = Serving::start(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--tls-dir",
+        tls,
+        "--store",
+        "memory",
+    ]);
     s.addr();
     let line = s.wait_for("keys");
     assert!(
@@ -452,7 +504,14 @@ fn serve_says_where_its_keys_come_from() {
     s.wait();
     // Development keys beside the certificates: used, with a warning.
     portcullis::keys::write_dev_keys(&tls_dir).expect("dev keys");
-    let mut s = Serving::start(&["--quic", "127.0.0.1:0", "--tls-dir", tls]);
+    let mut s = Serving::start(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--tls-dir",
+        tls,
+        "--store",
+        "memory",
+    ]);
     s.addr();
     let line = s.wait_for("development keys");
     assert!(line.contains("WARN"), "{line}");
@@ -463,7 +522,16 @@ fn serve_says_where_its_keys_come_from() {
     std::fs::create_dir_all(&keys).expect("mkdir");
     portcullis::keys::write_dev_keys(&keys).expect("keys");
     let dir = keys.to_str().expect("UTF-8");
-    let mut s = Serving::start(&["--quic", "127.0.0.1:0", "--tls-dir", tls, "--keys", dir]);
+    let mut s = Serving::start(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--tls-dir",
+        tls,
+        "--keys",
+        dir,
+        "--store",
+        "memory",
+    ]);
     s.addr();
     let line = s.wait_for("keys loaded");
     assert!(line.contains("INFO"), "{line}");
@@ -472,7 +540,16 @@ fn serve_says_where_its_keys_come_from() {
     use std::os::unix::fs::PermissionsExt;
     let seal = keys.join("seal-1.key");
     std::fs::set_permissions(&seal, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let (code, err) = run_to_exit(&["--quic", "127.0.0.1:0", "--tls-dir", tls, "--keys", dir]);
+    let (code, err) = run_to_exit(&[
+        "--quic",
+        "127.0.0.1:0",
+        "--tls-dir",
+        tls,
+        "--keys",
+        dir,
+        "--store",
+        "memory",
+    ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("seal-1.key") && err.contains("chmod 600"),
