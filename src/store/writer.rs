@@ -223,12 +223,50 @@ impl GroupCommit {
     /// failed or stopped (`Unavailable`): a caller that applied the batch's
     /// changes in memory must treat a refusal as it treats a failed commit.
     pub fn submit(&self, batch: Batch) -> Result<Ticket, Refused> {
+        self.offer(batch, self.shared.limits.queue_batches_max)
+            .map_err(|(refused, _)| refused)
+    }
+
+    /// Whether a batch submitted now would be queued: the writer is up and
+    /// fewer than `queue_batches_max` batches wait. A caller that checks
+    /// this before it changes anything in memory, and is the only one to
+    /// submit past [`GroupCommit::upkeep_batches_max`], can then submit
+    /// without a refusal for a full queue.
+    pub fn has_room(&self) -> bool {
+        let q = self.shared.lock();
+        !q.failed && !q.stopping && q.pending.len() < self.shared.limits.queue_batches_max
+    }
+
+    /// An empty batch, queued past `queue_batches_max`: its ticket resolves
+    /// once everything submitted before it is durable. The answer to an
+    /// `await` waits on one; those are bounded by `awaits_max`, and a full
+    /// queue must never turn an answer already decided into a failure.
+    pub fn barrier(&self) -> Result<Ticket, Refused> {
+        self.offer(Batch::new(), usize::MAX)
+            .map_err(|(refused, _)| refused)
+    }
+
+    /// The queue depth past which background upkeep waits: half the queue,
+    /// so that upkeep never takes the room a request was promised.
+    pub fn upkeep_batches_max(&self) -> usize {
+        self.shared.limits.queue_batches_max / 2
+    }
+
+    /// [`GroupCommit::submit`], refused `Overloaded` once `queued_max`
+    /// batches wait (upkeep passes [`GroupCommit::upkeep_batches_max`]);
+    /// a refused batch is given back, to offer again.
+    pub fn offer(&self, batch: Batch, queued_max: usize) -> Result<Ticket, (Refused, Batch)> {
         let mut q = self.shared.lock();
         if q.failed || q.stopping {
-            return Err(Refused::Unavailable);
+            return Err((Refused::Unavailable, batch));
         }
-        if q.pending.len() >= self.shared.limits.queue_batches_max {
-            return Err(Refused::Overloaded);
+        let bound = if batch.is_empty() && queued_max == usize::MAX {
+            usize::MAX
+        } else {
+            queued_max.min(self.shared.limits.queue_batches_max)
+        };
+        if q.pending.len() >= bound {
+            return Err((Refused::Overloaded, batch));
         }
         let (tx, rx) = oneshot::channel();
         q.pending.push_back((batch, tx));

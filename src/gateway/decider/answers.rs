@@ -44,6 +44,15 @@ pub fn engine_failed() -> Reply {
     )
 }
 
+/// The answer to a request while the store's write queue is full
+/// (`queue_batches_max`): nothing was applied, and the client retries.
+pub fn queue_full() -> Reply {
+    refusal(
+        WireCode::Overloaded,
+        "the store's write queue is full; the request was not applied; retry after a pause",
+    )
+}
+
 /// The answer to a stream over `queue_requests_max`.
 pub fn overloaded() -> Reply {
     refusal(

@@ -175,6 +175,12 @@ impl Decider {
             self.core().fail();
             return Err(GatewayError::EngineFailed);
         };
+        // The new ruleset's batch must find room: checked before the change.
+        if let Some(d) = &core.durable
+            && !d.writer.has_room()
+        {
+            return Err(GatewayError::Writer(crate::store::Refused::Overloaded));
+        }
         let kept = core.service.engine().rulesets_len();
         let line = change(core.service.engine_mut())?;
         // A new ruleset is kept before any record it decides: queued under
@@ -272,16 +278,20 @@ mod tests {
 
     const DEADLINE: Duration = Duration::from_millis(50);
 
-    fn decider(awaits_max: usize) -> Decider {
-        let engine = Engine::new(Arc::new(CompiledRules::default_rules()));
-        let limits = DeciderLimits {
+    fn decider_limits(awaits_max: usize) -> DeciderLimits {
+        DeciderLimits {
             queue_requests_max: 2,
             request_deadline: DEADLINE,
             await_timeout_ms_max: 1000,
             awaits_max,
             alerts_kept_max: 10,
             cache_bytes_max: 1 << 20,
-        };
+        }
+    }
+
+    fn decider(awaits_max: usize) -> Decider {
+        let engine = Engine::new(Arc::new(CompiledRules::default_rules()));
+        let limits = decider_limits(awaits_max);
         let at = Timestamp::parse("2026-03-01T10:00:00Z").expect("a time");
         Decider::new(
             Service::new(engine, 1000),
@@ -350,6 +360,74 @@ mod tests {
         ));
         let refused = now(d.decide(&pos(), wait(), monotonic()));
         assert_eq!(refused.code(), Some(Code::Wire(WireCode::Overloaded)));
+    }
+
+    /// A full write queue is back-pressure: past `queue_batches_max` a
+    /// request is answered `overloaded` and not applied, nothing fails, and
+    /// once the queue drains requests are served again.
+    #[test]
+    fn a_full_write_queue_answers_overloaded_and_fails_nothing() {
+        use crate::engine::FingerprintKey;
+        use crate::store::{GroupCommit, Persist, WriterLimits, fault::FailingCommits};
+        let keys = Arc::new(Keys::random().expect("keys"));
+        // Commits of 20 ms each: a slow disk.
+        let store: Arc<dyn Store> =
+            Arc::new(FailingCommits::new(Duration::from_millis(20), usize::MAX));
+        let writer = GroupCommit::start(
+            store.clone(),
+            WriterLimits {
+                queue_batches_max: 8,
+                ..WriterLimits::default()
+            },
+        );
+        let durable = Durable {
+            store,
+            writer,
+            persist: Persist::new(keys.clone(), FingerprintKey(keys.records_key())),
+        };
+        let mut engine = Engine::new(Arc::new(CompiledRules::default_rules()));
+        engine.track_changes();
+        let at = Timestamp::parse("2026-03-01T10:00:00Z").expect("a time");
+        let d = Decider::new(
+            Service::new(engine, 1000),
+            Arc::new(ManualClock::new(at)),
+            &decider_limits(1),
+            Arc::new(AlertStore::new(10)),
+            keys,
+            Some(durable),
+        );
+        let pos = pos();
+        let mut accepted = Vec::new();
+        let mut refused = Vec::new();
+        for i in 0..100 {
+            match d.decide(&pos, swap(&i.to_string()), monotonic()) {
+                Response::Durable(ticket, _) => accepted.push(ticket),
+                Response::Now(reply) => {
+                    assert_eq!(
+                        reply.code(),
+                        Some(Code::Wire(WireCode::Overloaded)),
+                        "{reply:?}"
+                    );
+                    refused.push(i);
+                }
+                Response::Later(_) => panic!("no await here"),
+            }
+        }
+        assert!(!refused.is_empty() && !accepted.is_empty(), "{refused:?}");
+        for ticket in accepted {
+            ticket.wait().expect("every accepted request is durable");
+        }
+        assert!(!d.store_failed());
+        // Drained: served again, and a refused request was never applied:
+        // sent again, it is decided afresh, not answered as a retry.
+        let again = refused[refused.len() - 1].to_string();
+        match d.decide(&pos, swap(&again), monotonic()) {
+            Response::Durable(ticket, Reply::Decision { decided, .. }) => {
+                ticket.wait().expect("durable");
+                assert!(!decided.retry, "{decided:?}");
+            }
+            _ => panic!("a decision once the queue drained"),
+        }
     }
 
     /// An await waiting when the engine panics under the lock is answered

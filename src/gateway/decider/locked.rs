@@ -2,7 +2,7 @@
 //! what a request read in place, deciding it, queueing its changes for the
 //! store in decision order, and answering the `await`s it woke.
 
-use super::answers::{Response, engine_failed, refusal, store_failed};
+use super::answers::{Response, engine_failed, queue_full, refusal, store_failed};
 use super::waiters::{Waiter, Waiters};
 use crate::answer::WireCode;
 use crate::contract::Kind;
@@ -56,6 +56,16 @@ impl Core {
         prepared: Prepared,
         loaded: Option<(Loaded, u64)>,
     ) -> Response {
+        // A full write queue is back-pressure: refused before anything
+        // changes in memory, so the change is never made and never lost.
+        if let Some(d) = &self.durable {
+            if d.writer.is_failed() {
+                return Response::Now(store_failed());
+            }
+            if !d.writer.has_room() {
+                return Response::Now(queue_full());
+            }
+        }
         let (mut loaded, epoch) = loaded.unwrap_or_default();
         if let Err(answer) = self.admit(&prepared, &mut loaded, epoch) {
             return Response::Now(answer);
@@ -232,7 +242,7 @@ impl Core {
             let _ = reply.send(answer);
             return;
         };
-        match d.writer.submit(crate::store::Batch::new()) {
+        match d.writer.barrier() {
             Ok(ticket) => {
                 tokio::spawn(async move {
                     let body = match ticket.await {

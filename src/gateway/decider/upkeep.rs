@@ -150,7 +150,7 @@ fn walk_pages(
         let (batch, next, n) = page(after.as_deref())?;
         total += n;
         if !batch.is_empty() {
-            writer.submit(batch)?.wait()?;
+            submit_when_room(writer, batch)?.wait()?;
         }
         match next {
             Some(k) => after = Some(k),
@@ -158,3 +158,27 @@ fn walk_pages(
         }
     }
 }
+
+/// Queues an upkeep batch once the writer's queue is below half full,
+/// waiting (briefly, a few times a second) while it is not: upkeep yields
+/// to requests, and never takes the room the decider promised one.
+fn submit_when_room(
+    writer: &GroupCommit,
+    batch: crate::store::Batch,
+) -> Result<crate::store::Ticket, GatewayError> {
+    let mut batch = batch;
+    loop {
+        match writer.offer(batch, writer.upkeep_batches_max()) {
+            Ok(ticket) => return Ok(ticket),
+            Err((crate::store::Refused::Overloaded, back)) => {
+                batch = back;
+                std::thread::sleep(std::time::Duration::from_millis(UPKEEP_BACKOFF_MS));
+            }
+            Err((refused, _)) => return Err(refused.into()),
+        }
+    }
+}
+
+/// How long upkeep waits for room in the writer's queue before it tries
+/// again, in milliseconds.
+const UPKEEP_BACKOFF_MS: u64 = 50;
