@@ -96,6 +96,8 @@ pub enum ServeError {
     Keys(KeyError),
     /// A durable store, and no keys that outlive the process.
     KeysNeeded { store: PathBuf },
+    /// The keys directory is inside the data directory.
+    KeysInData { keys: PathBuf, data: PathBuf },
     /// The store cannot be opened or read, or its writer failed.
     Store(GatewayError),
     /// The control socket cannot be bound.
@@ -122,6 +124,12 @@ impl std::fmt::Display for ServeError {
                 f,
                 "keys: the store {} needs keys that outlive the process: give --keys DIR, a credentials directory holding pseudonym.key, or a TLS directory written by `portcullis certs dev` (it holds development keys); or --store memory",
                 store.display()
+            ),
+            ServeError::KeysInData { keys, data } => write!(
+                f,
+                "keys: {} is inside the data directory {}: keep keys apart from what they seal (a backup or a copied disk would carry both)",
+                keys.display(),
+                data.display()
             ),
             ServeError::Store(e) => write!(f, "store: {e}"),
             ServeError::Control(e) => write!(f, "store: {e}"),
@@ -345,7 +353,10 @@ pub enum KeySource {
 /// A key source that is there but unusable (a key readable by others, bad
 /// contents) is an error, never skipped.
 pub fn keys_for(config: &Config) -> Result<(Keys, KeySource), ServeError> {
-    let load = |dir: &Path| Keys::load(dir).map_err(ServeError::Keys);
+    let load = |dir: &Path| {
+        refuse_keys_in_data(dir, config.data.as_deref())?;
+        Keys::load(dir).map_err(ServeError::Keys)
+    };
     if let Some(dir) = &config.keys {
         return Ok((load(dir)?, KeySource::Dir(dir.clone())));
     }
@@ -368,6 +379,25 @@ pub fn keys_for(config: &Config) -> Result<(Keys, KeySource), ServeError> {
     }
     let keys = Keys::random().map_err(ServeError::Keys)?;
     Ok((keys, KeySource::Ephemeral))
+}
+
+/// Keys kept in the data directory would go wherever it goes (a backup, a
+/// copied disk), and with them everything the store seals: refused.
+fn refuse_keys_in_data(keys: &Path, data: Option<&Path>) -> Result<(), ServeError> {
+    let Some(data) = data else {
+        return Ok(());
+    };
+    // A directory not made yet holds no keys; compare what exists.
+    let (Ok(keys_at), Ok(data_at)) = (keys.canonicalize(), data.canonicalize()) else {
+        return Ok(());
+    };
+    if keys_at.starts_with(&data_at) {
+        return Err(ServeError::KeysInData {
+            keys: keys.to_path_buf(),
+            data: data.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 fn log_key_source(source: &KeySource) {

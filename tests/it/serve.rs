@@ -510,6 +510,19 @@ fn a_reload_revokes_a_certificate_without_a_restart() {
     });
 }
 
+/// The server takes no datagrams (the contract has none): a client sees
+/// that it may send none, so nothing is buffered for them.
+#[test]
+fn the_server_accepts_no_datagrams() {
+    rt().block_on(async {
+        let server = start(Config::local(pki()), Arc::new(SystemClock)).await;
+        let (_ep, conn) = connect(server.local_addr(), "client").await;
+        assert_eq!(conn.max_datagram_size(), None);
+        assert!(conn.send_datagram(bytes::Bytes::from_static(b"x")).is_err());
+        assert!(server.shutdown().await);
+    });
+}
+
 /// A reload of a rules file cut to nothing (which compiles, and would allow
 /// every request) is refused, and the rules served so far stay: a second
 /// swap on a line is still held.

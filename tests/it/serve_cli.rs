@@ -223,7 +223,11 @@ fn serve_exits_non_zero_with_a_clear_message() {
     let any = "127.0.0.1:0";
     let data = tls_dir.with_file_name("data");
     let data = data.to_str().expect("UTF-8");
-    let cases: [(&[&str], i32, &[&str]); 9] = [
+    let keys_in_data = tls_dir.with_file_name("data").join("keys");
+    std::fs::create_dir_all(&keys_in_data).expect("mkdir");
+    portcullis::keys::write_dev_keys(&keys_in_data).expect("keys");
+    let keys_in_data = keys_in_data.to_str().expect("UTF-8").to_string();
+    let cases: [(&[&str], i32, &[&str]); 10] = [
         // A durable store with no lasting keys (this TLS directory holds
         // none): what it keeps could not be read after a restart.
         (
@@ -265,6 +269,21 @@ fn serve_exits_non_zero_with_a_clear_message() {
             &["--quic", &in_use, "--tls-dir", tls, "--store", "memory"],
             1,
             &[&in_use, "in use"],
+        ),
+        // Keys inside the data directory would travel with what they seal.
+        (
+            &[
+                "--quic",
+                any,
+                "--tls-dir",
+                tls,
+                "--data",
+                data,
+                "--keys",
+                &keys_in_data,
+            ],
+            1,
+            &["inside the data directory"],
         ),
         // State kept nowhere is asked for, never a default.
         (

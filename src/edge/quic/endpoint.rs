@@ -29,6 +29,10 @@ pub fn transport(limits: &QuicLimits) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(limits.streams_per_connection_max.into());
     t.max_concurrent_uni_streams(0u32.into());
+    // The wire contract has no datagrams: none are accepted, so no peer
+    // can make the server buffer them (quinn's default keeps 1.25 MB a
+    // connection for them).
+    t.datagram_receive_buffer_size(None);
     // Invariant: the configuration keeps idle_timeout_ms far below QUIC's
     // 2^62 limit.
     t.max_idle_timeout(Some(
