@@ -38,7 +38,10 @@
 //!   `iccid`, `eid`, `account`) is HKDF(pseudonym master, info
 //!   `portcullis/v1/pseudonym/<kind>`);
 //! - the sealing key of generation `<ID>` is HKDF(`seal-<ID>.key`, info
-//!   `portcullis/v1/seal`).
+//!   `portcullis/v1/seal`);
+//! - the key of the line pseudonyms in logs is HKDF(pseudonym master, info
+//!   `portcullis/v1/log`): a log line never carries a pseudonym the store
+//!   keys state under.
 //!
 //! # Pseudonyms
 //!
@@ -302,6 +305,10 @@ pub struct Keys {
     /// derived from the pseudonym master: stable across restarts, so a
     /// retry after one finds its record.
     records: [u8; 16],
+    /// The key of the line pseudonyms in logs: its own purpose, so a log
+    /// line never carries the store's own pseudonym of a line (a reader of
+    /// the logs cannot find that line's state in the data directory).
+    log: hmac::Key,
     /// Sealing keys by generation ID.
     seal: BTreeMap<u32, aead::LessSafeKey>,
     /// The ID new values are sealed under: the highest loaded.
@@ -409,6 +416,7 @@ impl Keys {
             pseudonym,
             previous: None,
             records: records_key(&records_master(pseudonym_master)),
+            log: expand(&extract(pseudonym_master), LOG_INFO, hmac::HMAC_SHA256),
             seal,
             seal_id,
             rng: SystemRandom::new(),
@@ -424,6 +432,13 @@ impl Keys {
     /// The pseudonym of `value` as an identifier of `kind`.
     pub fn pseudonym(&self, kind: IdKind, value: &str) -> Pseudonym {
         sign(&self.pseudonym[kind as usize], value)
+    }
+
+    /// The pseudonym of `value` as a line (MSISDN) in a log line: stable
+    /// under the same master, so an operator can tie alerts of one line
+    /// together, and under a key of its own, never the store's.
+    pub fn log_pseudonym(&self, value: &str) -> Pseudonym {
+        sign(&self.log, value)
     }
 
     /// The generation ID new values are sealed under (the highest loaded).
@@ -508,6 +523,9 @@ fn associated_data(prefix: &[u8], aad: &[u8]) -> Vec<u8> {
 
 /// HKDF info of the records key, from the records master.
 const RECORDS_INFO: &[u8] = b"portcullis/v1/records";
+
+/// The HKDF info of the log pseudonym key, from the pseudonym master.
+const LOG_INFO: &[u8] = b"portcullis/v1/log";
 
 /// HKDF info of the records master, from the pseudonym master (until a
 /// rotation writes it to [`RECORDS_FILE`]).
@@ -945,6 +963,16 @@ mod tests {
         let other = Keys::from_secrets(&[8; 32], &[(1, [1; 32])]).unwrap();
         assert_ne!(a, other.pseudonym(IdKind::Msisdn, "447700900123"));
         assert_ne!(a, keys.pseudonym(IdKind::Msisdn, "447700900124"));
+    }
+
+    #[test]
+    fn log_pseudonyms_are_stable_and_never_the_stores() {
+        let keys = keys_with(&[1]);
+        let line = "+447700900123";
+        let logged = keys.log_pseudonym(line);
+        assert_eq!(logged, keys.log_pseudonym(line));
+        assert_ne!(logged, keys.pseudonym(IdKind::Msisdn, line));
+        assert_ne!(logged, keys.log_pseudonym("+447700900124"));
     }
 
     #[test]

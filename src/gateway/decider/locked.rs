@@ -13,7 +13,7 @@ use crate::gateway::clock::{Clock, monotonic};
 use crate::gateway::durable::Durable;
 use crate::gateway::reply::Reply;
 use crate::gateway::service::{Prepared, Service, Step};
-use crate::keys::{IdKind, Keys};
+use crate::keys::Keys;
 use crate::store::Loaded;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -265,10 +265,7 @@ impl Core {
     }
 
     pub(super) fn raise(&mut self, alert: Alert) {
-        let mut line = self
-            .keys
-            .pseudonym(IdKind::Msisdn, &alert.msisdn.to_string())
-            .to_hex();
+        let mut line = self.keys.log_pseudonym(&alert.msisdn.to_string()).to_hex();
         line.truncate(16);
         tracing::warn!(
             alert = Alert::KIND,
