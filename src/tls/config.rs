@@ -6,7 +6,7 @@
 use super::crl::{Revoked, check_crls};
 use super::error::TlsError;
 use super::peer::check_name;
-use super::pem::{load_certs, load_crls, load_key, root_store};
+use super::pem::{check_private, load_certs, load_crls, load_key, root_store};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ServerConfig};
@@ -105,6 +105,7 @@ pub fn server_config_and_revoked(files: &ServerFiles) -> Result<(ServerConfig, R
     })?;
     let chain = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
+    check_private(&files.key)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config {

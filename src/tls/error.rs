@@ -44,6 +44,8 @@ pub enum TlsError {
     Peer { detail: String },
     /// A peer certificate with an identity but no role: refused everything.
     NoRole { name: String },
+    /// The server's private key is readable or writable by group or others.
+    KeyShared { path: PathBuf, mode: u32 },
 }
 
 impl fmt::Display for TlsError {
@@ -85,6 +87,11 @@ impl fmt::Display for TlsError {
             TlsError::NoRole { name } => write!(
                 f,
                 "client certificate of {name:?} carries no {ROLE_URI_PREFIX}<role> URI SAN: it may do nothing"
+            ),
+            TlsError::KeyShared { path, mode } => write!(
+                f,
+                "{} has mode {mode:o}: group or others may read it, so it may already be copied; chmod 600 it",
+                path.display()
             ),
         }
     }

@@ -543,6 +543,17 @@ fn config_errors_name_the_file_and_the_fault() {
     let err = tls::server_config(&out, None).expect_err("not PEM");
     assert!(err.to_string().contains("server.key"), "{err}");
     assert!(err.to_string().contains("no PRIVATE KEY"), "{err}");
+    // The right key, but readable by others.
+    std::fs::copy(dir.join("server.key"), out.join("server.key")).expect("copy");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let shared = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(out.join("server.key"), shared).expect("chmod");
+    }
+    let err = tls::server_config(&out, None).expect_err("a shared key");
+    assert!(matches!(err, TlsError::KeyShared { .. }), "{err}");
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    std::fs::remove_file(out.join("server.key")).expect("rm");
     // Another certificate's key.
     std::fs::copy(dir.join("client.key"), out.join("server.key")).expect("copy");
     let err = tls::server_config(&out, None).expect_err("mismatch");
