@@ -64,7 +64,7 @@ pub enum GatewayError {
         reads: String,
     },
     /// Blocking work on the runtime's pool panicked or was cancelled.
-    Background(String),
+    Background(tokio::task::JoinError),
 }
 
 impl fmt::Display for GatewayError {
@@ -123,6 +123,7 @@ impl std::error::Error for GatewayError {
                 Some(source)
             }
             GatewayError::RulesetUnreadable { source, .. } => Some(source),
+            GatewayError::Background(e) => Some(e),
             _ => None,
         }
     }

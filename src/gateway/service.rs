@@ -355,14 +355,18 @@ pub(crate) mod bodies {
         Pending,
     }
 
-    fn parsed(s: &Service, body: &[u8], out: &mut Vec<u8>) -> Option<Request> {
-        match wire::parse_request(body, s.await_timeout_ms_max()) {
-            Ok(request) => Some(request),
-            Err(e) => {
-                e.write(out);
-                None
-            }
-        }
+    /// The body as the QUIC edge parses it; a refusal is written to `out`
+    /// and given back as the edge's own reply.
+    fn parsed(
+        s: &Service,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Request, crate::gateway::Reply> {
+        wire::parse_request(body, s.await_timeout_ms_max()).map_err(|e| {
+            let reply = crate::gateway::Reply::from(e);
+            wire::reply_body(&reply, out);
+            reply
+        })
     }
 
     fn written(step: super::Step, out: &mut Vec<u8>) -> Step {
@@ -399,21 +403,21 @@ pub(crate) mod bodies {
             out: &mut Vec<u8>,
         ) -> Step {
             match parsed(self, body, out) {
-                Some(request) => written(self.handle(peer, request, now), out),
-                None => Step::Answered,
+                Ok(request) => written(self.handle(peer, request, now), out),
+                Err(_) => Step::Answered,
             }
         }
 
         fn prepare_body(&self, peer: &Peer, body: &[u8], out: &mut Vec<u8>) -> Prepared {
             match parsed(self, body, out) {
-                Some(request) => match prepare(peer, request) {
+                Ok(request) => match prepare(peer, request) {
                     Prepared::Answered(reply) => {
                         wire::reply_body(&reply, out);
                         Prepared::Answered(reply)
                     }
                     other => other,
                 },
-                None => Prepared::Answered(crate::gateway::Reply::Signal { alert: None }),
+                Err(refused) => Prepared::Answered(refused),
             }
         }
 

@@ -801,7 +801,7 @@ async fn off_runtime<T: Send + 'static>(
 ) -> Result<T, GatewayError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| GatewayError::Background(e.to_string()))?
+        .map_err(GatewayError::Background)?
 }
 
 /// How often the record-keeping sweep runs.

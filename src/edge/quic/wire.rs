@@ -171,16 +171,7 @@ pub fn parse_request(body: &[u8], await_timeout_ms_max: u64) -> Result<Request, 
         // Unreachable in practice: the contract's stricter JSON layer took it.
         return Err(err.into());
     };
-    match obj.get("kind") {
-        Some(Value::String(k)) if k == "await" => parse_await(&obj, await_timeout_ms_max),
-        _ => {
-            let mut err = WireError::from(err);
-            if err.code == Code::Contract(ErrorCode::UnknownKind) {
-                err.message.push_str("; over the network also await");
-            }
-            Err(err)
-        }
-    }
+    parse_await(&obj, await_timeout_ms_max)
 }
 
 fn parse_await(obj: &Map<String, Value>, timeout_max: u64) -> Result<Request, WireError> {
